@@ -1,0 +1,66 @@
+/*
+ * keys: every Redis key, stream, group and field name xmigrate uses.
+ *
+ * This header is the only place a key name is spelled; schemas/README.md mirrors it for
+ * operators (keep the two in step). Everything lives under the "xm:" prefix so one
+ * Redis can be inspected with `redis-cli --scan --pattern 'xm:*'`.
+ */
+#ifndef XM_KEYS_H
+#define XM_KEYS_H
+
+#define XM_PREFIX "xm:"
+
+/* Streams. Jobs of one phase: xm:q:<phase>, read through the consumer group below. */
+#define XM_QUEUE_FMT "xm:q:%s"
+#define XM_GROUP "workers"
+#define XM_EVENTS "xm:events" /* every state change and progress tick, MAXLEN ~ capped */
+#define XM_DEAD "xm:dead"     /* jobs that failed for good */
+
+/* Sorted set of jobs waiting for a retry, score = due time in ms: xm:delayed:<phase>. */
+#define XM_DELAYED_FMT "xm:delayed:%s"
+
+/* Completed job ids (string with TTL): a second completion of the same job is a no-op. */
+#define XM_DONE_FMT "xm:done:%s"
+
+/* Fan-in group: set of member job ids still running; the member that empties it
+ * enqueues the next phase. xm:fanin:<group id>. */
+#define XM_FANIN_FMT "xm:fanin:%s"
+
+/* Live workers: xm:worker:<consumer>, JSON, expires unless refreshed by the heartbeat. */
+#define XM_WORKER_FMT "xm:worker:%s"
+
+/* State hashes. */
+#define XM_MIG_FMT "xm:mig:%s"
+#define XM_MIG_HOSTS_FMT "xm:mig:%s:hosts"
+#define XM_HOST_FMT "xm:host:%s:%s"
+#define XM_DISK_FMT "xm:disk:%s:%s:%s"
+
+/* Job envelope fields (flat, readable in XRANGE). */
+#define XM_F_JOB "job" /* job id: stays the same across retries and takeovers */
+#define XM_F_MIGRATION "migration"
+#define XM_F_HOST "host"
+#define XM_F_DISK "disk"
+#define XM_F_PHASE "phase"
+#define XM_F_ATTEMPT "attempt"   /* 1 on first delivery; +1 per retry */
+#define XM_F_GROUP "group"       /* fan-in group id, empty when none */
+#define XM_F_ENQUEUED "enqueued" /* microseconds since the epoch when the job was added */
+#define XM_F_PAYLOAD "payload"   /* JSON object, phase-specific */
+
+/* Event fields (besides the envelope fields above). */
+#define XM_F_TYPE "type"     /* see enum event_type in queue/event.h */
+#define XM_F_TS "ts"         /* microseconds since the epoch */
+#define XM_F_PICKED "picked" /* when the worker took the job (microseconds) */
+#define XM_F_NEXT "next"     /* phase handed off to, if any */
+#define XM_F_MSG "msg"
+#define XM_F_WORKER "worker"
+#define XM_F_ERROR "error"
+#define XM_F_KIND "kind" /* transient or permanent */
+
+/* Host and disk hash fields. */
+#define XM_H_PHASE "phase"
+#define XM_H_STATUS "status"
+#define XM_H_ERROR "error"
+#define XM_H_ATTEMPT "attempt"
+#define XM_H_UPDATED "updated"
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * worker: the runtime every phase worker plugs into.
+ *
+ * A worker binary is a `const struct worker_ops` (name, phase, handler) and a main()
+ * that calls worker_main(). Everything about delivery lives here, once: consumer-group
+ * creation, draining this consumer's own pending entries after a restart, blocking
+ * reads, takeover of abandoned entries, retry with backoff, dead-lettering, the
+ * ack-and-hand-off transaction, fan-in, heartbeats, Redis reconnects and SIGTERM.
+ *
+ * The life of a job (the stream entry, its job id, and what Redis holds for it):
+ *
+ *   QUEUED   in xm:q:<phase>, not yet delivered to any consumer.
+ *      | XREADGROUP ">"
+ *   PENDING  delivered to one consumer, in the group's pending list (PEL). The owner's
+ *      |     heartbeat refreshes the entry's idle time while the handler runs; a worker
+ *      |     that dies stops refreshing, and after XM_VISIBILITY_TIMEOUT_MS any live
+ *      |     worker takes the entry over with XAUTOCLAIM (still PENDING, new owner). An
+ *      |     entry taken over more than XM_MAX_ATTEMPTS times is a poison pill: DEAD.
+ *      |
+ *      +-- handler ok -------> DONE     one MULTI/EXEC: XACK, xm:done:<job> set, host
+ *      |                                state, event, next phase job(s), fan-in update.
+ *      +-- transient error --> DELAYED  one MULTI/EXEC: XACK, ZADD xm:delayed:<phase>
+ *      |   (attempt < max)              with due time base*2^(attempt-1) (capped) with
+ *      |                                jitter; host marked retrying. When due, any
+ *      |                                worker of the phase moves it back to QUEUED with
+ *      |                                attempt+1 (ZREM+XADD in one MULTI/EXEC).
+ *      +-- permanent error, -> DEAD     one MULTI/EXEC: XACK, xm:done:<job> = dead,
+ *          or last attempt              entry in xm:dead with error and attempts, host
+ *                                       marked failed with the reason, event.
+ *      +-- SIGTERM while the handler was told to stop (transient error while
+ *          worker_stopping()): RELEASED, XACK + XADD of the same attempt: another worker
+ *          takes it at once.
+ *
+ * Delivery is at-least-once; completion is exactly-once: the DONE transaction WATCHes
+ * xm:done:<job> (and the fan-in set), so a job delivered twice, or whose EXEC reply was
+ * lost when Redis restarted, completes once and hands off once. Handlers must be
+ * idempotent: they may run more than once for one job.
+ *
+ * Fan-in: a handler that emits several next jobs with job_result_fanout() makes them one
+ * group (xm:fanin:<parent job id>, a set of the children's job ids, created in the same
+ * transaction that enqueues them). A member's completion removes it; only the member
+ * that empties the set hands off its own next jobs, so e.g. import is enqueued exactly
+ * once however the disks finish.
+ */
+#ifndef XM_WORKER_H
+#define XM_WORKER_H
+
+#include "err.h"
+#include "job.h"
+
+/* States of a job, as above. */
+enum job_state {
+    JOB_QUEUED,   /* in its stream, undelivered */
+    JOB_PENDING,  /* delivered, being handled (or its worker died) */
+    JOB_DELAYED,  /* waiting in xm:delayed:<phase> for its next attempt */
+    JOB_DONE,     /* acked and handed off */
+    JOB_DEAD,     /* failed for good, in xm:dead */
+    JOB_RELEASED, /* given back at shutdown, queued again with the same attempt */
+};
+const char *job_state_str(enum job_state s);
+
+/* Status of a host (field "status" of xm:host:<mig>:<host>). */
+enum host_status {
+    HOST_QUEUED,   /* its phase job is in a stream */
+    HOST_RUNNING,  /* a worker is handling its phase job */
+    HOST_RETRYING, /* the last attempt failed transiently; a retry is scheduled */
+    HOST_WAITING,  /* some of its fan-in members (disks) are done, others still run */
+    HOST_DONE,     /* the last phase finished */
+    HOST_FAILED,   /* a job failed for good; "error" says why */
+};
+const char *host_status_str(enum host_status s);
+
+/* What a handler hands back on success. Built with the functions below; runtime-owned. */
+struct job_result;
+
+/* Enqueue a job of `phase` for the same migration and host on success. disk may be
+ * NULL (host-level job); payload is JSON object text or NULL for "{}". Copied. */
+void job_result_next(struct job_result *r, const char *phase, const char *disk,
+                     const char *payload);
+/* The next jobs form one fan-in group (see above). */
+void job_result_fanout(struct job_result *r);
+/* HSET key field value in the completion transaction. Copied. */
+void job_result_hset(struct job_result *r, const char *key, const char *field, const char *value);
+/* A one-line summary for the event. */
+void job_result_message(struct job_result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+struct worker;
+
+struct worker_ops {
+    const char *name;  /* process name for logs and the heartbeat, e.g. "xm-convert" */
+    const char *phase; /* consumes xm:q:<phase> */
+    /*
+     * Run one job. Return 0 and fill res on success; -1 with err on failure (its kind
+     * decides retry or dead-letter). May block; long handlers should poll
+     * worker_stopping() and return a transient error when it is set. job is borrowed.
+     */
+    int (*handle)(struct worker *w, const struct job *job, struct job_result *res, struct err *err);
+    void *arg; /* for the handler, via worker_arg() */
+};
+
+int worker_stopping(const struct worker *w);
+void *worker_arg(const struct worker *w);
+const char *worker_consumer(const struct worker *w);
+
+/*
+ * Load the configuration, install signal handlers and run until SIGTERM/SIGINT.
+ * Returns the process exit code (0 after a clean stop, 2 for a bad configuration).
+ */
+int worker_main(const struct worker_ops *ops);
+
+#endif

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install every Debian package xmigrate needs to build and test, only when missing.
+# Safe to run again: it asks dpkg first and calls apt-get only for what is absent.
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+    libhiredis-dev libevent-dev libcurl4-openssl-dev libjansson-dev libssl-dev
+    libzstd-dev libcmocka-dev libpcre2-dev
+    redis-server redis-tools json-schema-test-suite
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+else
+    SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
