@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +33,35 @@ struct t {
     int n_procs;
 };
 
+/* 1 when no *.log in dir has a sanitizer report in it; prints the offending lines. */
+static int logs_clean(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int clean = 1;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 4 || strcmp(de->d_name + len - 4, ".log") != 0 ||
+            strcmp(de->d_name, "redis.log") == 0)
+            continue;
+        char path[600];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof(line), f)) {
+            if (strstr(line, "Sanitizer") || strstr(line, "runtime error:")) {
+                fprintf(stderr, "%s: %s", de->d_name, line);
+                clean = 0;
+            }
+        }
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return clean;
+}
+
 /* Fast settings so the tests take seconds, not minutes. */
 static char *const fast_env[] = {
     "XM_BLOCK_MS=100",
@@ -52,16 +82,19 @@ static int setup(void **state)
     return 0;
 }
 
+/* Stop every worker cleanly (so LeakSanitizer runs at their exit), then fail the test if
+ * any worker log holds a sanitizer report. */
 static int teardown(void **state)
 {
     struct t *t = *state;
     for (int i = 0; i < t->n_procs; i++)
         if (t->procs[i] > 0)
-            stop_process(t->procs[i], SIGKILL);
+            stop_process(t->procs[i], SIGTERM);
+    int rc = logs_clean(t->srv.dir) ? 0 : -1;
     redisFree(t->c);
     rs_destroy(&t->srv);
     free(t);
-    return 0;
+    return rc;
 }
 
 /* Start xm-noop PHASE [NEXT] as consumer `name`, with the fast settings plus extra env. */
@@ -667,5 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_pill, setup, teardown),
     };
+    if (getenv("XM_TEST_FILTER")) /* e.g. XM_TEST_FILTER='*fanin*' */
+        cmocka_set_test_filter(getenv("XM_TEST_FILTER"));
     return cmocka_run_group_tests_name("integration.queue", tests, NULL, NULL);
 }
