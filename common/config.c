@@ -1,5 +1,9 @@
 #include "config.h"
 
+#ifndef XM_SCHEMAS_DEFAULT
+#define XM_SCHEMAS_DEFAULT "/usr/share/xmigrate/schemas"
+#endif
+
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -67,7 +71,23 @@ static const struct config_var vars[] = {
     INT("XM_DEAD_MAXLEN", dead_maxlen, "100000", 100, 100000000, "xm:dead cap"),
     INT("XM_DONE_TTL_S", done_ttl_s, "604800", 60, 31536000,
         "how long a completed job id is remembered (duplicate suppression)"),
-    SECRET("XM_MASTER_KEY", master_key, "AES-256-GCM key for secrets at rest (hex)"),
+    STR("XM_API_ADDR", api_addr, "127.0.0.1", NULL, "xm-api listen address"),
+    INT("XM_API_PORT", api_port, "8080", 1, 65535, "xm-api listen port"),
+    INT("XM_API_THREADS", api_threads, "2", 1, 64, "xm-api event loop threads"),
+    INT("XM_API_MAX_BODY", api_max_body, "1048576", 1024, 67108864,
+        "largest request body in bytes (larger: 413)"),
+    INT("XM_API_MAX_HEADERS", api_max_headers, "16384", 1024, 1048576,
+        "largest request header block in bytes"),
+    INT("XM_API_TIMEOUT_S", api_timeout_s, "30", 1, 3600, "idle connection timeout"),
+    INT("XM_API_MAX_SSE", api_max_sse, "256", 1, 100000, "event streams open at once"),
+    INT("XM_API_SSE_POLL_MS", api_sse_poll_ms, "200", 10, 10000,
+        "how often an event stream looks for new events"),
+    INT("XM_API_TOKEN_CACHE_MS", api_token_cache_ms, "2000", 0, 600000,
+        "how long a verified API token is trusted before Redis is asked again"),
+    STR("XM_SCHEMAS_DIR", schemas_dir, XM_SCHEMAS_DEFAULT, NULL, "folder of JSON Schemas"),
+    SECRET("XM_MASTER_KEY", master_key, "AES-256-GCM key for secrets at rest (64 hex digits)"),
+    SECRET("XM_BOOTSTRAP_TOKEN", bootstrap_token,
+           "API token stored at start-up when no token exists yet"),
 };
 
 static void set_str(const struct config_var *v, const char *value)

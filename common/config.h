@@ -35,8 +35,20 @@ struct config {
     long long events_maxlen;
     long long dead_maxlen;
     long long done_ttl_s;
+    /* xm-api */
+    char *api_addr;
+    long long api_port;
+    long long api_threads;
+    long long api_max_body;
+    long long api_max_headers;
+    long long api_timeout_s;
+    long long api_max_sse;
+    long long api_sse_poll_ms;
+    long long api_token_cache_ms;
+    char *schemas_dir;
     /* secrets */
     char *master_key;
+    char *bootstrap_token;
 };
 
 extern struct config xm_config;

@@ -35,6 +35,30 @@
 #define XM_HOST_FMT "xm:host:%s:%s"
 #define XM_DISK_FMT "xm:disk:%s:%s:%s"
 
+/* Index of migrations: sorted set, score = creation time (ms), member = id. */
+#define XM_MIGS "xm:migs"
+/* Discovered facts of one host (JSON text, as posted by the discovery callback). */
+#define XM_FACTS_FMT "xm:facts:%s:%s"
+/* Disks of one host: set of disk ids (each has its xm:disk hash). */
+#define XM_HOST_DISKS_FMT "xm:host:%s:%s:disks"
+/* Cloud resources a migration created (set of "<kind>:<id>"), listed on cancel. */
+#define XM_MIG_RESOURCES_FMT "xm:mig:%s:resources"
+
+/* Credentials: xm:cred:<id> hash (name, kind, fingerprint, created, sealed secret);
+ * xm:creds sorted set by creation time; xm:cred:<id>:users set of migration ids. */
+#define XM_CRED_FMT "xm:cred:%s"
+#define XM_CREDS "xm:creds"
+#define XM_CRED_USERS_FMT "xm:cred:%s:users"
+
+/* API tokens: only their SHA-256 is kept. xm:token:<sha256 hex> hash (name, created);
+ * xm:tokens set of the hashes. */
+#define XM_TOKEN_FMT "xm:token:%s"
+#define XM_TOKENS "xm:tokens"
+
+/* The host field of a migration-level job (discovery fan-in, network): never a valid
+ * host name, which must start with a letter or digit. */
+#define XM_HOST_NONE "-"
+
 /* Job envelope fields (flat, readable in XRANGE). */
 #define XM_F_JOB "job" /* job id: stays the same across retries and takeovers */
 #define XM_F_MIGRATION "migration"
