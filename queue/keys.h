@@ -86,5 +86,6 @@
 #define XM_H_ERROR "error"
 #define XM_H_ATTEMPT "attempt"
 #define XM_H_UPDATED "updated"
+#define XM_H_FAILED_JOB "failed_job" /* the job that failed for good (JSON), for retry */
 
 #endif

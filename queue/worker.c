@@ -37,6 +37,8 @@ const char *job_state_str(enum job_state s)
         return "dead";
     case JOB_RELEASED:
         return "released";
+    case JOB_CANCELLED:
+        return "cancelled";
     }
     return "unknown";
 }
@@ -56,6 +58,8 @@ const char *host_status_str(enum host_status s)
         return "done";
     case HOST_FAILED:
         return "failed";
+    case HOST_CANCELLED:
+        return "cancelled";
     }
     return "unknown";
 }
@@ -495,7 +499,7 @@ static int append_host_state(struct worker *w, const struct job *job, enum host_
 
 /* ---------------------------------------------------------------- settling a job */
 
-enum settle { SETTLE_DONE, SETTLE_RETRY, SETTLE_DEAD, SETTLE_RELEASE };
+enum settle { SETTLE_DONE, SETTLE_RETRY, SETTLE_DEAD, SETTLE_RELEASE, SETTLE_CANCELLED };
 
 /*
  * WATCH xm:done:<job> (and the fan-in set) and read them. Returns 1 when the job was
@@ -588,7 +592,7 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
         int last = 1;
         int queued = 0;
         char group_id[64] = "";
-        if (how == SETTLE_DONE || how == SETTLE_DEAD) {
+        if (how == SETTLE_DONE || how == SETTLE_DEAD || how == SETTLE_CANCELLED) {
             int st = watch_done(w, job, done_key, grouped ? fanin_key : NULL, &last, err);
             if (st < 0)
                 return -1;
@@ -730,7 +734,29 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
             char reason[ERR_MSG_MAX + 40];
             snprintf(reason, sizeof(reason), "%s: %s", job->phase, jerr->msg);
             queued += append_host_state(w, job, HOST_FAILED, job->phase, reason);
+            if (job->migration && job->host) {
+                /* What the API's retry re-enqueues: the very job that failed. */
+                char *failed = delayed_member(job, 1);
+                const char *hs[] = {"HSET", NULL, XM_H_FAILED_JOB, failed};
+                char hkey[300];
+                snprintf(hkey, sizeof(hkey), XM_HOST_FMT, job->migration, job->host);
+                hs[1] = hkey;
+                redisAppendCommandArgv(w->ctx, 4, hs, NULL);
+                queued++;
+                free(failed);
+            }
             append_event(w, job, "job.dead", NULL, NULL, picked_us, jerr->msg, jerr->kind);
+            queued++;
+        } else if (how == SETTLE_CANCELLED) {
+            const char *setc[] = {"SET", done_key, "cancelled", "EX", NULL};
+            char ttl[32];
+            snprintf(ttl, sizeof(ttl), "%lld", xm_config.done_ttl_s);
+            setc[4] = ttl;
+            redisAppendCommandArgv(w->ctx, 5, setc, NULL);
+            queued++;
+            queued += append_host_state(w, job, HOST_CANCELLED, job->phase, "");
+            append_event(w, job, "job.cancelled", NULL, "migration cancelled", picked_us, NULL,
+                         ERR_NONE);
             queued++;
         } else { /* SETTLE_RELEASE */
             struct job_spec spec;
@@ -894,18 +920,33 @@ static long long delivery_count(struct worker *w, const char *entry)
     return n;
 }
 
-/* Mark the hosts of a batch "running" in one round trip. */
-static void mark_running(struct worker *w, struct job *jobs, const int *ok, size_t n)
+/*
+ * In one round trip for a batch: read each job's migration status (a cancelled
+ * migration starts no new work) and mark each host "running".
+ */
+static void start_batch(struct worker *w, struct job *jobs, const int *ok, int *cancelled, size_t n)
 {
-    int sent = 0;
-    for (size_t i = 0; i < n; i++)
-        if (ok[i])
-            sent += append_host_state(w, &jobs[i], HOST_RUNNING, jobs[i].phase, NULL);
-    for (int i = 0; i < sent && w->ctx; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(w->ctx, (void **)&r) != REDIS_OK)
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        const char *get[] = {"HGET", NULL, "status"};
+        char key[200];
+        snprintf(key, sizeof(key), XM_MIG_FMT, jobs[i].migration);
+        get[1] = key;
+        redisAppendCommandArgv(w->ctx, 3, get, NULL);
+        append_host_state(w, &jobs[i], HOST_RUNNING, jobs[i].phase, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        redisReply *r[2] = {NULL, NULL};
+        if (redisGetReply(w->ctx, (void **)&r[0]) != REDIS_OK ||
+            redisGetReply(w->ctx, (void **)&r[1]) != REDIS_OK) {
+            free_replies(r, 2);
             return; /* the next command notices the dead link */
-        freeReplyObject(r);
+        }
+        cancelled[i] = r[0]->type == REDIS_REPLY_STRING && strcmp(r[0]->str, "cancelled") == 0;
+        free_replies(r, 2);
     }
 }
 
@@ -916,6 +957,7 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
     struct job *jobs = xcalloc(n ? n : 1, sizeof(*jobs));
     struct err *perr = xcalloc(n ? n : 1, sizeof(*perr));
     int *ok = xcalloc(n ? n : 1, sizeof(*ok));
+    int *cancelled = xcalloc(n ? n : 1, sizeof(*cancelled));
     long long picked = job_now_us();
 
     for (size_t i = 0; i < n; i++) {
@@ -923,7 +965,7 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
         if (jobs[i].entry)
             inhand_add(w, jobs[i].entry);
     }
-    mark_running(w, jobs, ok, n);
+    start_batch(w, jobs, ok, cancelled, n);
     for (size_t i = 0; i < n; i++) {
         if (!jobs[i].entry)
             continue;
@@ -931,6 +973,11 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
             dead_letter_malformed(w, &jobs[i], &perr[i]);
         } else if (stop_flag) {
             /* Not started: leave it pending; our restart or a takeover runs it. */
+        } else if (cancelled[i]) {
+            log_info("job of a cancelled migration dropped",
+                     "consumer=%s migration=%s host=%s job=%s id=%s", w->consumer,
+                     jobs[i].migration, jobs[i].host, jobs[i].id, jobs[i].entry);
+            settle_retrying(w, &jobs[i], SETTLE_CANCELLED, &(struct job_result){0}, NULL, picked);
         } else {
             long long deliveries = takeover && w->ctx ? delivery_count(w, jobs[i].entry) : 0;
             if (deliveries > xm_config.max_attempts) {
@@ -955,6 +1002,7 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
     free(jobs);
     free(perr);
     free(ok);
+    free(cancelled);
 }
 
 /* ---------------------------------------------------------------- periodic duties */

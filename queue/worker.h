@@ -27,6 +27,8 @@
  *      +-- permanent error, -> DEAD     one MULTI/EXEC: XACK, xm:done:<job> = dead,
  *          or last attempt              entry in xm:dead with error and attempts, host
  *                                       marked failed with the reason, event.
+ *      +-- migration cancelled -> CANCELLED  (checked when the job is taken) XACK,
+ *      |                                xm:done:<job> = cancelled, event; nothing next.
  *      +-- SIGTERM while the handler was told to stop (transient error while
  *          worker_stopping()): RELEASED, XACK + XADD of the same attempt: another worker
  *          takes it at once.
@@ -50,23 +52,25 @@
 
 /* States of a job, as above. */
 enum job_state {
-    JOB_QUEUED,   /* in its stream, undelivered */
-    JOB_PENDING,  /* delivered, being handled (or its worker died) */
-    JOB_DELAYED,  /* waiting in xm:delayed:<phase> for its next attempt */
-    JOB_DONE,     /* acked and handed off */
-    JOB_DEAD,     /* failed for good, in xm:dead */
-    JOB_RELEASED, /* given back at shutdown, queued again with the same attempt */
+    JOB_QUEUED,    /* in its stream, undelivered */
+    JOB_PENDING,   /* delivered, being handled (or its worker died) */
+    JOB_DELAYED,   /* waiting in xm:delayed:<phase> for its next attempt */
+    JOB_DONE,      /* acked and handed off */
+    JOB_DEAD,      /* failed for good, in xm:dead */
+    JOB_RELEASED,  /* given back at shutdown, queued again with the same attempt */
+    JOB_CANCELLED, /* its migration was cancelled: acked, nothing handed off */
 };
 const char *job_state_str(enum job_state s);
 
 /* Status of a host (field "status" of xm:host:<mig>:<host>). */
 enum host_status {
-    HOST_QUEUED,   /* its phase job is in a stream */
-    HOST_RUNNING,  /* a worker is handling its phase job */
-    HOST_RETRYING, /* the last attempt failed transiently; a retry is scheduled */
-    HOST_WAITING,  /* some of its fan-in members (disks) are done, others still run */
-    HOST_DONE,     /* the last phase finished */
-    HOST_FAILED,   /* a job failed for good; "error" says why */
+    HOST_QUEUED,    /* its phase job is in a stream */
+    HOST_RUNNING,   /* a worker is handling its phase job */
+    HOST_RETRYING,  /* the last attempt failed transiently; a retry is scheduled */
+    HOST_WAITING,   /* some of its fan-in members (disks) are done, others still run */
+    HOST_DONE,      /* the last phase finished */
+    HOST_FAILED,    /* a job failed for good; "error" says why */
+    HOST_CANCELLED, /* its migration was cancelled: no new phase starts */
 };
 const char *host_status_str(enum host_status s);
 

@@ -1,0 +1,1172 @@
+/*
+ * /v1/migrations: create, list, show and cancel migrations; their blueprint and its
+ * approval; retrying a failed host and re-running a phase; the discovery callback.
+ *
+ * The API only writes state and enqueues jobs (DESIGN.md section 1): every change is
+ * one MULTI/EXEC that also appends its event to xm:events.
+ */
+#include <arpa/inet.h>
+#include <event2/http.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "cmd.h"
+#include "config.h"
+#include "job.h"
+#include "jsonschema.h"
+#include "keys.h"
+#include "secret.h"
+#include "server.h"
+#include "xmalloc.h"
+
+/* Migration statuses (field "status" of xm:mig:<id>). */
+#define MIG_DISCOVERING "discovering"
+#define MIG_AWAITING "awaiting_approval"
+#define MIG_APPROVED "approved"
+#define MIG_DONE "done"
+#define MIG_CANCELLED "cancelled"
+
+#define MAX_HOSTS 1000
+
+/* ---------------------------------------------------------------- small helpers */
+
+struct cmds {
+    struct cmd *v;
+    int n, cap;
+};
+
+static struct cmd *cmds_add(struct cmds *c)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->v = xrealloc(c->v, sizeof(*c->v) * (size_t)c->cap);
+    }
+    cmd_init(&c->v[c->n]);
+    return &c->v[c->n++];
+}
+
+static void cmds_release(struct cmds *c)
+{
+    for (int i = 0; i < c->n; i++)
+        cmd_release(&c->v[i]);
+    free(c->v);
+    c->v = NULL;
+    c->n = c->cap = 0;
+}
+
+static void add_event(struct cmds *c, const char *type, const char *mig, const char *host,
+                      const char *msg)
+{
+    struct cmd *e = cmds_add(c);
+    cmd_arg(e, "XADD");
+    cmd_arg(e, XM_EVENTS);
+    cmd_arg(e, "MAXLEN");
+    cmd_arg(e, "~");
+    cmd_argll(e, xm_config.events_maxlen);
+    cmd_arg(e, "*");
+    cmd_arg(e, XM_F_TYPE);
+    cmd_arg(e, type);
+    cmd_arg(e, XM_F_MIGRATION);
+    cmd_arg(e, mig);
+    cmd_arg(e, XM_F_HOST);
+    cmd_arg(e, host ? host : "");
+    cmd_arg(e, XM_F_TS);
+    cmd_argll(e, job_now_us());
+    if (msg) {
+        cmd_arg(e, XM_F_MSG);
+        cmd_arg(e, msg);
+    }
+}
+
+/* Run a MULTI .. EXEC built in c (MULTI first, EXEC last). 0 ok; 1 when EXEC was aborted
+ * by a WATCH; -1 with err. */
+static int run_tx(struct api_req *r, struct cmds *c, struct err *err)
+{
+    redisReply **rep = xcalloc((size_t)c->n, sizeof(*rep));
+    int rc = api_pipeline(r, c->v, c->n, rep, err);
+    if (rc == 0 && rep[c->n - 1]->type == REDIS_REPLY_NIL)
+        rc = 1;
+    if (rc == 0 && rep[c->n - 1]->type == REDIS_REPLY_ARRAY) {
+        redisReply *ex = rep[c->n - 1];
+        for (size_t i = 0; i < ex->elements && rc == 0; i++)
+            if (ex->element[i]->type == REDIS_REPLY_ERROR)
+                rc = err_set(err, ERR_PERMANENT, "redis: %s", ex->element[i]->str);
+    }
+    api_free_replies(rep, c->n);
+    free(rep);
+    return rc;
+}
+
+/* HGETALL reply -> JSON object of strings. */
+static json_t *hash_json(const redisReply *h)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+        json_object_set_new(o, h->element[i]->str,
+                            json_stringn(h->element[i + 1]->str, h->element[i + 1]->len));
+    return o;
+}
+
+static const char *hash_get(const redisReply *h, const char *field)
+{
+    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+        if (strcmp(h->element[i]->str, field) == 0)
+            return h->element[i + 1]->str;
+    return NULL;
+}
+
+/* Turn numeric string fields into integers in place. */
+static void numbers(json_t *o, const char *const *fields)
+{
+    for (size_t i = 0; fields[i]; i++) {
+        const char *v = json_string_value(json_object_get(o, fields[i]));
+        if (v && *v) {
+            char *end;
+            long long n = strtoll(v, &end, 10);
+            if (!*end)
+                json_object_set_new(o, fields[i], json_integer(n));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- blueprint rules */
+
+static int parse_cidr(const char *s, unsigned *net, unsigned *mask)
+{
+    char ip[32];
+    const char *slash = strchr(s, '/');
+    if (!slash || (size_t)(slash - s) >= sizeof(ip))
+        return -1;
+    memcpy(ip, s, (size_t)(slash - s));
+    ip[slash - s] = '\0';
+    struct in_addr a;
+    long bits = strtol(slash + 1, NULL, 10);
+    if (inet_pton(AF_INET, ip, &a) != 1 || bits < 0 || bits > 32)
+        return -1;
+    *mask = bits ? 0xffffffffu << (32 - bits) : 0;
+    *net = ntohl(a.s_addr);
+    return 0;
+}
+
+int blueprint_check(const json_t *bp, const json_t *hosts, char path[256], struct err *err)
+{
+    const json_t *net = json_object_get(bp, "network");
+    const json_t *subnets = json_object_get(net, "subnets");
+    unsigned nnet, nmask;
+    if (parse_cidr(json_string_value(json_object_get(net, "cidr")), &nnet, &nmask) < 0) {
+        snprintf(path, 256, "/network/cidr");
+        return err_set(err, ERR_PERMANENT, "not a CIDR block");
+    }
+    if (nnet & ~nmask) {
+        snprintf(path, 256, "/network/cidr");
+        return err_set(err, ERR_PERMANENT, "host bits are set; did you mean %u.%u.%u.%u/%d?",
+                       (nnet & nmask) >> 24, ((nnet & nmask) >> 16) & 255,
+                       ((nnet & nmask) >> 8) & 255, (nnet & nmask) & 255,
+                       __builtin_popcount(nmask));
+    }
+    size_t ns = json_array_size(subnets);
+    for (size_t i = 0; i < ns; i++) {
+        const json_t *s = json_array_get(subnets, i);
+        const char *name = json_string_value(json_object_get(s, "name"));
+        unsigned snet, smask;
+        parse_cidr(json_string_value(json_object_get(s, "cidr")), &snet, &smask);
+        if (snet & ~smask) {
+            snprintf(path, 256, "/network/subnets/%zu/cidr", i);
+            return err_set(err, ERR_PERMANENT, "host bits are set");
+        }
+        if (smask < nmask || (snet & nmask) != nnet) {
+            snprintf(path, 256, "/network/subnets/%zu/cidr", i);
+            return err_set(err, ERR_PERMANENT, "subnet is not inside the network %s",
+                           json_string_value(json_object_get(net, "cidr")));
+        }
+        for (size_t j = 0; j < i; j++) {
+            const json_t *o = json_array_get(subnets, j);
+            unsigned onet, omask;
+            parse_cidr(json_string_value(json_object_get(o, "cidr")), &onet, &omask);
+            unsigned m = omask < smask ? omask : smask; /* the larger block's mask */
+            if ((snet & m) == (onet & m)) {
+                snprintf(path, 256, "/network/subnets/%zu/cidr", i);
+                return err_set(err, ERR_PERMANENT, "overlaps subnet '%s'",
+                               json_string_value(json_object_get(o, "name")));
+            }
+            if (strcmp(name, json_string_value(json_object_get(o, "name"))) == 0) {
+                snprintf(path, 256, "/network/subnets/%zu/name", i);
+                return err_set(err, ERR_PERMANENT, "subnet name '%s' is used twice", name);
+            }
+        }
+    }
+    const json_t *placed = json_object_get(bp, "hosts");
+    for (size_t i = 0; i < json_array_size(placed); i++) {
+        const json_t *h = json_array_get(placed, i);
+        const char *host = json_string_value(json_object_get(h, "host"));
+        const char *subnet = json_string_value(json_object_get(h, "subnet"));
+        int known = 0;
+        for (size_t s = 0; s < ns && !known; s++)
+            known =
+                strcmp(subnet,
+                       json_string_value(json_object_get(json_array_get(subnets, s), "name"))) == 0;
+        if (!known) {
+            snprintf(path, 256, "/hosts/%zu/subnet", i);
+            return err_set(err, ERR_PERMANENT, "no subnet '%s' in the network", subnet);
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(host, json_string_value(
+                                 json_object_get(json_array_get(placed, j), "host"))) == 0) {
+                snprintf(path, 256, "/hosts/%zu/host", i);
+                return err_set(err, ERR_PERMANENT, "host '%s' is placed twice", host);
+            }
+        if (hosts) {
+            int member = 0;
+            for (size_t j = 0; j < json_array_size(hosts) && !member; j++)
+                member = strcmp(host, json_string_value(json_array_get(hosts, j))) == 0;
+            if (!member) {
+                snprintf(path, 256, "/hosts/%zu/host", i);
+                return err_set(err, ERR_PERMANENT, "'%s' is not a host of this migration", host);
+            }
+        }
+    }
+    for (size_t j = 0; hosts && j < json_array_size(hosts); j++) {
+        const char *want = json_string_value(json_array_get(hosts, j));
+        int found = 0;
+        for (size_t i = 0; i < json_array_size(placed) && !found; i++)
+            found =
+                strcmp(want,
+                       json_string_value(json_object_get(json_array_get(placed, i), "host"))) == 0;
+        if (!found) {
+            snprintf(path, 256, "/hosts");
+            return err_set(err, ERR_PERMANENT, "host '%s' is not placed in any subnet", want);
+        }
+    }
+    path[0] = '\0';
+    return 0;
+}
+
+/* prefix + rest into out (256 bytes), cut to fit. */
+static void join_path(char out[256], const char *prefix, const char *rest)
+{
+    size_t a = strnlen(prefix, 255);
+    memcpy(out, prefix, a);
+    size_t b = strnlen(rest, 255 - a);
+    memcpy(out + a, rest, b);
+    out[a + b] = '\0';
+}
+
+/* Validate an embedded blueprint against blueprint.json, then its own rules; path gets
+ * the pointer relative to prefix. */
+static int blueprint_validate(const json_t *bp, const json_t *hosts,
+                              const struct jsonschema_set *schemas, const char *prefix,
+                              char path[256], struct err *err)
+{
+    const struct jsonschema *s = jsonschema_set_get(schemas, "blueprint");
+    XM_ASSERT(s != NULL);
+    struct jsonschema_error ve;
+    char inner[256];
+    if (jsonschema_validate(s, bp, &ve) < 0) {
+        join_path(path, prefix, ve.path);
+        return err_set(err, ERR_PERMANENT, "%s: %s", path, ve.message);
+    }
+    if (blueprint_check(bp, hosts, inner, err) < 0) {
+        join_path(path, prefix, inner);
+        return err_prefix(err, "%s", path);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- create */
+
+int migration_build(const json_t *body, const struct jsonschema_set *schemas,
+                    const struct migration_input *in, struct cmd **out, int *n_out, char path[256],
+                    struct err *err)
+{
+    struct cmds c = {0};
+    json_t *names = json_array();
+    int rc = -1;
+    const json_t *hosts = json_object_get(body, "hosts");
+    const char *id = in->id;
+    size_t nh = json_array_size(hosts);
+    path[0] = '\0';
+
+    if (nh == 0 || nh > MAX_HOSTS) {
+        snprintf(path, 256, "/hosts");
+        err_set(err, ERR_PERMANENT, "/hosts: between 1 and %d hosts", MAX_HOSTS);
+        goto out;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        const char *name = json_string_value(json_object_get(json_array_get(hosts, i), "name"));
+        if (!name || !job_valid_ident(name) || strcmp(name, XM_HOST_NONE) == 0) {
+            snprintf(path, 256, "/hosts/%zu/name", i);
+            err_set(err, ERR_PERMANENT, "%s: not a valid host name", path);
+            goto out;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(name, json_string_value(json_array_get(names, j))) == 0) {
+                snprintf(path, 256, "/hosts/%zu/name", i);
+                err_set(err, ERR_PERMANENT, "%s: host name '%s' is used twice", path, name);
+                goto out;
+            }
+        json_array_append_new(names, json_string(name));
+    }
+    const json_t *bp = json_object_get(body, "blueprint");
+    if (bp && blueprint_validate(bp, names, schemas, "/blueprint", path, err) < 0)
+        goto out;
+
+    char now[32], group[200], total[16];
+    snprintf(now, sizeof(now), "%lld", in->now_ms);
+    snprintf(group, sizeof(group), "%s:discovery", id);
+    snprintf(total, sizeof(total), "%zu", nh);
+    const char *cred = json_string_value(json_object_get(body, "credential"));
+    char *bp_text = bp ? json_dumps(bp, JSON_COMPACT) : NULL;
+
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *m = cmds_add(&c);
+    cmd_arg(m, "HSET");
+    cmd_argf(m, XM_MIG_FMT, id);
+    const char *pairs[] = {
+        "id",
+        id,
+        "name",
+        json_string_value(json_object_get(body, "name")),
+        "cloud",
+        json_string_value(json_object_get(body, "cloud")),
+        "region",
+        json_string_value(json_object_get(body, "region")),
+        "credential",
+        cred,
+        "status",
+        MIG_DISCOVERING,
+        "created",
+        now,
+        "updated",
+        now,
+        "auto_approve",
+        json_is_true(json_object_get(body, "auto_approve")) ? "1" : "0",
+        "hosts_total",
+        total,
+        "callback_sha",
+        in->callback_sha,
+        "callback_sealed",
+        in->callback_sealed,
+    };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+        cmd_arg(m, pairs[i]);
+    if (bp_text) {
+        cmd_arg(m, "blueprint");
+        cmd_arg(m, bp_text);
+        free(bp_text);
+    }
+    struct cmd *zadd = cmds_add(&c);
+    cmd_arg(zadd, "ZADD");
+    cmd_arg(zadd, XM_MIGS);
+    cmd_arg(zadd, now);
+    cmd_arg(zadd, id);
+    struct cmd *users = cmds_add(&c);
+    cmd_arg(users, "SADD");
+    cmd_argf(users, XM_CRED_USERS_FMT, cred);
+    cmd_arg(users, id);
+
+    struct cmd *set = cmds_add(&c);
+    cmd_arg(set, "SADD");
+    cmd_argf(set, XM_MIG_HOSTS_FMT, id);
+    for (size_t i = 0; i < nh; i++)
+        cmd_arg(set, json_string_value(json_array_get(names, i)));
+
+    /* One discovery job per host, joined in a fan-in group: one unreachable host never
+     * holds the others back, and the last one to finish moves the migration on. */
+    char(*job_ids)[33] = xcalloc(nh, sizeof(*job_ids));
+    struct cmd *fanin = cmds_add(&c);
+    cmd_arg(fanin, "SADD");
+    cmd_argf(fanin, XM_FANIN_FMT, group);
+    for (size_t i = 0; i < nh; i++) {
+        job_new_id(job_ids[i]);
+        cmd_arg(fanin, job_ids[i]);
+    }
+    for (size_t i = 0; i < nh; i++) {
+        const json_t *h = json_array_get(hosts, i);
+        const char *name = json_string_value(json_object_get(h, "name"));
+        const char *hcred = json_string_value(json_object_get(h, "credential"));
+        json_int_t port = json_integer_value(json_object_get(h, "port"));
+        struct cmd *hs = cmds_add(&c);
+        cmd_arg(hs, "HSET");
+        cmd_argf(hs, XM_HOST_FMT, id, name);
+        cmd_arg(hs, "name");
+        cmd_arg(hs, name);
+        cmd_arg(hs, "address");
+        cmd_arg(hs, json_string_value(json_object_get(h, "address")));
+        cmd_arg(hs, "port");
+        cmd_argll(hs, port ? port : 22);
+        cmd_arg(hs, "credential");
+        cmd_arg(hs, hcred);
+        cmd_arg(hs, XM_H_PHASE);
+        cmd_arg(hs, "discovery");
+        cmd_arg(hs, XM_H_STATUS);
+        cmd_arg(hs, "queued");
+        cmd_arg(hs, XM_H_UPDATED);
+        cmd_arg(hs, now);
+        struct cmd *u = cmds_add(&c);
+        cmd_arg(u, "SADD");
+        cmd_argf(u, XM_CRED_USERS_FMT, hcred);
+        cmd_arg(u, id);
+        struct job_spec spec = {.id = job_ids[i],
+                                .migration = id,
+                                .host = name,
+                                .phase = "discovery",
+                                .group = group,
+                                .payload = "{}"};
+        job_spec_xadd(cmds_add(&c), &spec, in->now_ms * 1000);
+    }
+    free(job_ids);
+    add_event(&c, "migration.created", id, NULL, "discovery queued");
+    cmd_arg(cmds_add(&c), "EXEC");
+
+    *out = c.v;
+    *n_out = c.n;
+    c.v = NULL;
+    c.n = 0;
+    rc = 0;
+out:
+    cmds_release(&c);
+    json_decref(names);
+    return rc;
+}
+
+/* Every credential the body names must exist and be of the right kind. */
+static int check_credentials(struct api_req *r, char path[256], struct err *err, int *unavail)
+{
+    const json_t *hosts = json_object_get(r->body, "hosts");
+    size_t n = 1 + json_array_size(hosts);
+    struct cmd *c = xcalloc(n, sizeof(*c));
+    redisReply **rep = xcalloc(n, sizeof(*rep));
+    const char **want = xcalloc(n, sizeof(*want));
+    const char **ids = xcalloc(n, sizeof(*ids));
+    ids[0] = json_string_value(json_object_get(r->body, "credential"));
+    want[0] = json_string_value(json_object_get(r->body, "cloud"));
+    for (size_t i = 1; i < n; i++) {
+        ids[i] = json_string_value(json_object_get(json_array_get(hosts, i - 1), "credential"));
+        want[i] = "ssh";
+    }
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&c[i]);
+        cmd_arg(&c[i], "HGET");
+        cmd_argf(&c[i], XM_CRED_FMT, ids[i]);
+        cmd_arg(&c[i], "kind");
+    }
+    int rc = api_pipeline(r, c, (int)n, rep, err);
+    *unavail = rc < 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (i == 0)
+            snprintf(path, 256, "/credential");
+        else
+            snprintf(path, 256, "/hosts/%zu/credential", i - 1);
+        if (rep[i]->type != REDIS_REPLY_STRING)
+            rc = err_set(err, ERR_PERMANENT, "%s: no credential '%s'", path, ids[i]);
+        else if (strcmp(rep[i]->str, want[i]) != 0)
+            rc = err_set(err, ERR_PERMANENT, "%s: credential '%s' is for %s, not %s", path, ids[i],
+                         rep[i]->str, want[i]);
+    }
+    api_free_replies(rep, (int)n);
+    for (size_t i = 0; i < n; i++)
+        cmd_release(&c[i]);
+    free(c);
+    free(rep);
+    free(want);
+    free(ids);
+    return rc;
+}
+
+void mig_create(struct api_req *r)
+{
+    char path[256] = "";
+    struct err err = {0};
+    int unavail = 0;
+    if (check_credentials(r, path, &err, &unavail) < 0) {
+        if (unavail)
+            api_reply_unavailable(r, &err);
+        else
+            api_reply_error(r, 400, "invalid_request", path, "%s", err.msg);
+        return;
+    }
+    char id[37], token[SECRET_TOKEN_LEN + 1], sha[65];
+    api_new_uuid(id);
+    secret_token_new(token);
+    secret_sha256_hex(token, strlen(token), sha);
+    char *sealed = secret_seal(api_master_key, id, (const unsigned char *)token, strlen(token));
+    secret_wipe(token, sizeof(token));
+    struct migration_input in = {
+        .id = id, .callback_sha = sha, .callback_sealed = sealed, .now_ms = job_now_us() / 1000};
+    struct cmds c = {0};
+    int rc = migration_build(r->body, api_schemas(r), &in, &c.v, &c.n, path, &err);
+    free(sealed);
+    if (rc < 0) {
+        api_reply_error(r, 400, "invalid_request", path, "%s", err.msg);
+        return;
+    }
+    c.cap = c.n;
+    rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    if (rc != 0) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    json_t *names = json_array();
+    const json_t *hosts = json_object_get(r->body, "hosts");
+    for (size_t i = 0; i < json_array_size(hosts); i++)
+        json_array_append(names, json_object_get(json_array_get(hosts, i), "name"));
+    char loc[120];
+    snprintf(loc, sizeof(loc), "/v1/migrations/%s", id);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Location", loc);
+    api_reply_json(r, 201,
+                   json_pack("{s:s, s:O, s:s, s:O, s:O, s:o, s:I}", "id", id, "name",
+                             json_object_get(r->body, "name"), "status", MIG_DISCOVERING, "cloud",
+                             json_object_get(r->body, "cloud"), "region",
+                             json_object_get(r->body, "region"), "hosts", names, "created",
+                             (json_int_t)in.now_ms));
+}
+
+/* ---------------------------------------------------------------- read */
+
+static const char *const mig_public[] = {"id",           "name",        "cloud",   "region",
+                                         "credential",   "status",      "created", "updated",
+                                         "auto_approve", "hosts_total", NULL};
+static const char *const mig_numbers[] = {"created", "updated", "hosts_total", NULL};
+
+/* The public part of a migration hash (no callback token material). */
+static json_t *mig_json(const redisReply *h)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; mig_public[i]; i++) {
+        const char *v = hash_get(h, mig_public[i]);
+        if (v)
+            json_object_set_new(o, mig_public[i], json_string(v));
+    }
+    numbers(o, mig_numbers);
+    const char *aa = hash_get(h, "auto_approve");
+    json_object_set_new(o, "auto_approve", json_boolean(aa && strcmp(aa, "1") == 0));
+    return o;
+}
+
+/* Fetch HGETALL xm:mig:<id>; NULL after replying 404/503 itself. */
+static redisReply *load_mig(struct api_req *r, const char *id)
+{
+    struct err err = {0};
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_FMT, id);
+    const char *argv[] = {"HGETALL", key};
+    redisReply *h = api_cmd(r, &err, 2, argv);
+    if (!h) {
+        api_reply_unavailable(r, &err);
+        return NULL;
+    }
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
+        freeReplyObject(h);
+        api_reply_error(r, 404, "not_found", NULL, "no migration '%s'", id);
+        return NULL;
+    }
+    return h;
+}
+
+void mig_list(struct api_req *r)
+{
+    long long limit = 50, offset = 0;
+    char *ls = api_query(r, "limit"), *os = api_query(r, "offset");
+    int bad = (ls && config_parse_ll(ls, 1, 500, &limit) < 0) ||
+              (os && config_parse_ll(os, 0, 1000000000, &offset) < 0);
+    free(ls);
+    free(os);
+    if (bad) {
+        api_reply_error(r, 400, "invalid_request", NULL,
+                        "limit must be 1..500 and offset a whole number from 0");
+        return;
+    }
+    struct err err = {0};
+    char start[32], stop[32];
+    snprintf(start, sizeof(start), "%lld", offset);
+    snprintf(stop, sizeof(stop), "%lld", offset + limit - 1);
+    struct cmd c[2];
+    cmd_init(&c[0]);
+    cmd_init(&c[1]);
+    cmd_arg(&c[0], "ZREVRANGE");
+    cmd_arg(&c[0], XM_MIGS);
+    cmd_arg(&c[0], start);
+    cmd_arg(&c[0], stop);
+    cmd_arg(&c[1], "ZCARD");
+    cmd_arg(&c[1], XM_MIGS);
+    redisReply *rep[2];
+    int rc = api_pipeline(r, c, 2, rep, &err);
+    cmd_release(&c[0]);
+    cmd_release(&c[1]);
+    if (rc < 0) {
+        api_free_replies(rep, 2);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    size_t n = rep[0]->elements;
+    struct cmd *hc = xcalloc(n ? n : 1, sizeof(*hc));
+    redisReply **hr = xcalloc(n ? n : 1, sizeof(*hr));
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&hc[i]);
+        cmd_arg(&hc[i], "HGETALL");
+        cmd_argf(&hc[i], XM_MIG_FMT, rep[0]->element[i]->str);
+    }
+    rc = n ? api_pipeline(r, hc, (int)n, hr, &err) : 0;
+    json_t *items = json_array();
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (hr[i]->elements)
+            json_array_append_new(items, mig_json(hr[i]));
+    long long total = rep[1]->integer;
+    api_free_replies(rep, 2);
+    api_free_replies(hr, (int)n);
+    for (size_t i = 0; i < n; i++)
+        cmd_release(&hc[i]);
+    free(hc);
+    free(hr);
+    if (rc < 0) {
+        json_decref(items);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    json_t *page = json_pack("{s:o, s:I, s:I, s:I}", "items", items, "total", (json_int_t)total,
+                             "limit", (json_int_t)limit, "offset", (json_int_t)offset);
+    if (offset + limit < total)
+        json_object_set_new(page, "next_offset", json_integer(offset + limit));
+    api_reply_json(r, 200, page);
+}
+
+static const char *const host_public[] = {"name",    "address",    "port",    "credential",
+                                          "phase",   "status",     "attempt", "error",
+                                          "updated", "discovered", NULL};
+static const char *const host_numbers[] = {"port", "attempt", "updated", "discovered", NULL};
+static const char *const disk_numbers[] = {"size", "bytes_copied", "bytes_converted", NULL};
+
+void mig_get(struct api_req *r)
+{
+    const char *id = r->params[0];
+    struct err err = {0};
+    redisReply *h = load_mig(r, id);
+    if (!h)
+        return;
+    json_t *out = mig_json(h);
+    freeReplyObject(h);
+
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_HOSTS_FMT, id);
+    const char *argv[] = {"SORT", key, "ALPHA"};
+    redisReply *names = api_cmd(r, &err, 3, argv);
+    if (!names) {
+        json_decref(out);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    size_t n = names->elements;
+    /* Per host: its hash and its disk set, in one round trip. */
+    struct cmd *c = xcalloc(2 * n + 1, sizeof(*c));
+    redisReply **rep = xcalloc(2 * n + 1, sizeof(*rep));
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&c[2 * i]);
+        cmd_arg(&c[2 * i], "HGETALL");
+        cmd_argf(&c[2 * i], XM_HOST_FMT, id, names->element[i]->str);
+        cmd_init(&c[2 * i + 1]);
+        cmd_arg(&c[2 * i + 1], "SORT");
+        cmd_argf(&c[2 * i + 1], XM_HOST_DISKS_FMT, id, names->element[i]->str);
+        cmd_arg(&c[2 * i + 1], "ALPHA");
+    }
+    cmd_init(&c[2 * n]);
+    cmd_arg(&c[2 * n], "SMEMBERS");
+    cmd_argf(&c[2 * n], XM_MIG_RESOURCES_FMT, id);
+    int rc = api_pipeline(r, c, (int)(2 * n + 1), rep, &err);
+
+    json_t *hosts = json_array();
+    size_t n_disks = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        n_disks += rep[2 * i + 1]->elements;
+    struct cmd *dc = xcalloc(n_disks ? n_disks : 1, sizeof(*dc));
+    redisReply **dr = xcalloc(n_disks ? n_disks : 1, sizeof(*dr));
+    size_t k = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        for (size_t d = 0; d < rep[2 * i + 1]->elements; d++, k++) {
+            cmd_init(&dc[k]);
+            cmd_arg(&dc[k], "HGETALL");
+            cmd_argf(&dc[k], XM_DISK_FMT, id, names->element[i]->str,
+                     rep[2 * i + 1]->element[d]->str);
+        }
+    if (rc == 0 && n_disks)
+        rc = api_pipeline(r, dc, (int)n_disks, dr, &err);
+    k = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *ho = json_object();
+        for (size_t f = 0; host_public[f]; f++) {
+            const char *v = hash_get(rep[2 * i], host_public[f]);
+            if (v && *v)
+                json_object_set_new(ho, host_public[f], json_string(v));
+        }
+        numbers(ho, host_numbers);
+        json_t *disks = json_array();
+        for (size_t d = 0; d < rep[2 * i + 1]->elements; d++, k++) {
+            json_t *dj = hash_json(dr[k]);
+            json_object_set_new(dj, "id", json_string(rep[2 * i + 1]->element[d]->str));
+            numbers(dj, disk_numbers);
+            json_array_append_new(disks, dj);
+        }
+        json_object_set_new(ho, "disks", disks);
+        json_array_append_new(hosts, ho);
+    }
+    json_t *resources = json_array();
+    for (size_t i = 0; rc == 0 && i < rep[2 * n]->elements; i++)
+        json_array_append_new(resources, json_string(rep[2 * n]->element[i]->str));
+
+    api_free_replies(rep, (int)(2 * n + 1));
+    api_free_replies(dr, (int)n_disks);
+    for (size_t i = 0; i < 2 * n + 1; i++)
+        cmd_release(&c[i]);
+    for (size_t i = 0; i < n_disks; i++)
+        cmd_release(&dc[i]);
+    free(c);
+    free(rep);
+    free(dc);
+    free(dr);
+    freeReplyObject(names);
+    if (rc < 0) {
+        json_decref(out);
+        json_decref(hosts);
+        json_decref(resources);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    json_object_set_new(out, "hosts", hosts);
+    json_object_set_new(out, "resources", resources);
+    api_reply_json(r, 200, out);
+}
+
+/* ---------------------------------------------------------------- cancel */
+
+void mig_cancel(struct api_req *r)
+{
+    const char *id = r->params[0];
+    redisReply *h = load_mig(r, id);
+    if (!h)
+        return;
+    const char *status = hash_get(h, "status");
+    if (status && (strcmp(status, MIG_CANCELLED) == 0 || strcmp(status, MIG_DONE) == 0)) {
+        api_reply_error(r, 409, "conflict", NULL, "migration '%s' is already %s", id, status);
+        freeReplyObject(h);
+        return;
+    }
+    struct err err = {0};
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_HOSTS_FMT, id);
+    redisReply *names = api_cmd(r, &err, 2, (const char *[]){"SMEMBERS", key});
+    if (!names) {
+        freeReplyObject(h);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    /* Credentials the migration held are free again. */
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *m = cmds_add(&c);
+    cmd_arg(m, "HSET");
+    cmd_argf(m, XM_MIG_FMT, id);
+    cmd_arg(m, "status");
+    cmd_arg(m, MIG_CANCELLED);
+    cmd_arg(m, "updated");
+    cmd_argll(m, job_now_us() / 1000);
+    const char *cred = hash_get(h, "credential");
+    if (cred) {
+        struct cmd *u = cmds_add(&c);
+        cmd_arg(u, "SREM");
+        cmd_argf(u, XM_CRED_USERS_FMT, cred);
+        cmd_arg(u, id);
+    }
+    struct cmds hc = {0};
+    for (size_t i = 0; i < names->elements; i++) {
+        struct cmd *g = cmds_add(&hc);
+        cmd_arg(g, "HGET");
+        cmd_argf(g, XM_HOST_FMT, id, names->element[i]->str);
+        cmd_arg(g, "credential");
+    }
+    redisReply **hr = xcalloc((size_t)hc.n + 1, sizeof(*hr));
+    int rc = hc.n ? api_pipeline(r, hc.v, hc.n, hr, &err) : 0;
+    for (int i = 0; rc == 0 && i < hc.n; i++) {
+        if (hr[i]->type != REDIS_REPLY_STRING)
+            continue;
+        struct cmd *u = cmds_add(&c);
+        cmd_arg(u, "SREM");
+        cmd_argf(u, XM_CRED_USERS_FMT, hr[i]->str);
+        cmd_arg(u, id);
+    }
+    api_free_replies(hr, hc.n);
+    free(hr);
+    cmds_release(&hc);
+    add_event(&c, "migration.cancelled", id, NULL, "no new phase will start");
+    cmd_arg(cmds_add(&c), "EXEC");
+    if (rc == 0)
+        rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    freeReplyObject(names);
+    freeReplyObject(h);
+    if (rc != 0) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    mig_get(r); /* answer with the migration as it is now, resources listed */
+}
+
+/* ---------------------------------------------------------------- blueprint */
+
+void mig_blueprint_get(struct api_req *r)
+{
+    redisReply *h = load_mig(r, r->params[0]);
+    if (!h)
+        return;
+    const char *bp = hash_get(h, "blueprint");
+    if (!bp) {
+        api_reply_error(r, 404, "not_found", NULL,
+                        "migration '%s' has no blueprint yet (discovery suggests one)",
+                        r->params[0]);
+    } else {
+        api_reply_text(r, 200, "application/json", bp, strlen(bp));
+    }
+    freeReplyObject(h);
+}
+
+static json_t *host_names(struct api_req *r, const char *id, struct err *err)
+{
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_HOSTS_FMT, id);
+    redisReply *names = api_cmd(r, err, 2, (const char *[]){"SMEMBERS", key});
+    if (!names)
+        return NULL;
+    json_t *a = json_array();
+    for (size_t i = 0; i < names->elements; i++)
+        json_array_append_new(a, json_string(names->element[i]->str));
+    freeReplyObject(names);
+    return a;
+}
+
+void mig_blueprint_put(struct api_req *r)
+{
+    const char *id = r->params[0];
+    redisReply *h = load_mig(r, id);
+    if (!h)
+        return;
+    const char *status = hash_get(h, "status");
+    int open =
+        status && (strcmp(status, MIG_DISCOVERING) == 0 || strcmp(status, MIG_AWAITING) == 0);
+    freeReplyObject(h);
+    if (!open) {
+        api_reply_error(r, 409, "conflict", NULL,
+                        "the blueprint can only change before approval (migration is %s)",
+                        status ? status : "unknown");
+        return;
+    }
+    struct err err = {0};
+    json_t *names = host_names(r, id, &err);
+    if (!names) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    char path[256];
+    if (blueprint_check(r->body, names, path, &err) < 0) {
+        json_decref(names);
+        api_reply_error(r, 400, "invalid_request", path, "%s%s%s", path, path[0] ? ": " : "",
+                        err.msg);
+        return;
+    }
+    json_decref(names);
+    char *text = json_dumps(r->body, JSON_COMPACT);
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *m = cmds_add(&c);
+    cmd_arg(m, "HSET");
+    cmd_argf(m, XM_MIG_FMT, id);
+    cmd_arg(m, "blueprint");
+    cmd_arg(m, text);
+    cmd_arg(m, "updated");
+    cmd_argll(m, job_now_us() / 1000);
+    add_event(&c, "blueprint.updated", id, NULL, NULL);
+    cmd_arg(cmds_add(&c), "EXEC");
+    int rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    if (rc != 0) {
+        free(text);
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    api_reply_text(r, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+void mig_approve(struct api_req *r)
+{
+    const char *id = r->params[0];
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_FMT, id);
+    struct err err = {0};
+    for (int tries = 0; tries < 10; tries++) {
+        /* WATCH the migration so two approvals cannot both start the network phase. */
+        redisReply *w = api_cmd(r, &err, 2, (const char *[]){"WATCH", key});
+        if (!w) {
+            api_reply_unavailable(r, &err);
+            return;
+        }
+        freeReplyObject(w);
+        redisReply *h = load_mig(r, id);
+        if (!h)
+            return;
+        const char *status = hash_get(h, "status");
+        const char *bp = hash_get(h, "blueprint");
+        int ok = status && strcmp(status, MIG_AWAITING) == 0 && bp;
+        if (!ok) {
+            if (!status || strcmp(status, MIG_AWAITING) != 0)
+                api_reply_error(r, 409, "conflict", NULL,
+                                "migration '%s' is %s; only a migration awaiting approval can "
+                                "be approved",
+                                id, status ? status : "unknown");
+            else
+                api_reply_error(r, 409, "conflict", NULL,
+                                "migration '%s' has no blueprint to approve", id);
+            freeReplyObject(h);
+            redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
+            if (u)
+                freeReplyObject(u);
+            return;
+        }
+        freeReplyObject(h);
+        struct cmds c = {0};
+        cmd_arg(cmds_add(&c), "MULTI");
+        struct cmd *m = cmds_add(&c);
+        cmd_arg(m, "HSET");
+        cmd_arg(m, key);
+        cmd_arg(m, "status");
+        cmd_arg(m, MIG_APPROVED);
+        cmd_arg(m, "approved_by");
+        cmd_arg(m, r->token_name);
+        cmd_arg(m, "updated");
+        cmd_argll(m, job_now_us() / 1000);
+        struct job_spec spec = {
+            .migration = id, .host = XM_HOST_NONE, .phase = "network", .payload = "{}"};
+        job_spec_xadd(cmds_add(&c), &spec, job_now_us());
+        add_event(&c, "migration.approved", id, NULL, "network queued");
+        cmd_arg(cmds_add(&c), "EXEC");
+        int rc = run_tx(r, &c, &err);
+        cmds_release(&c);
+        if (rc < 0) {
+            api_reply_unavailable(r, &err);
+            return;
+        }
+        if (rc == 0) {
+            api_reply_json(r, 202, json_pack("{s:s, s:s}", "id", id, "status", MIG_APPROVED));
+            return;
+        }
+    }
+    api_reply_error(r, 409, "conflict", NULL, "migration '%s' is changing; try again", id);
+}
+
+/* ---------------------------------------------------------------- control */
+
+/* HGETALL of the host, or NULL after replying 404/503. */
+static redisReply *load_host(struct api_req *r, const char *id, const char *host)
+{
+    struct err err = {0};
+    char key[300];
+    snprintf(key, sizeof(key), XM_HOST_FMT, id, host);
+    redisReply *h = api_cmd(r, &err, 2, (const char *[]){"HGETALL", key});
+    if (!h) {
+        api_reply_unavailable(r, &err);
+        return NULL;
+    }
+    if (h->elements == 0) {
+        freeReplyObject(h);
+        api_reply_error(r, 404, "not_found", NULL, "migration '%s' has no host '%s'", id, host);
+        return NULL;
+    }
+    return h;
+}
+
+/* Refuse to touch hosts of a migration that is over. */
+static int mig_active(struct api_req *r, const char *id)
+{
+    redisReply *m = load_mig(r, id);
+    if (!m)
+        return 0;
+    const char *status = hash_get(m, "status");
+    int active = status && strcmp(status, MIG_CANCELLED) != 0;
+    if (!active)
+        api_reply_error(r, 409, "conflict", NULL, "migration '%s' is %s", id,
+                        status ? status : "unknown");
+    freeReplyObject(m);
+    return active;
+}
+
+/* Enqueue phase for the host as a new job (attempt 1) and mark it queued. */
+static void requeue(struct api_req *r, const char *id, const char *host, const char *phase,
+                    const char *disk, const char *group, const char *old_job, const char *payload,
+                    const char *event)
+{
+    struct err err = {0};
+    char job_id[33];
+    job_new_id(job_id);
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    if (group && group[0] && old_job) {
+        /* The new job takes the failed one's place in its fan-in group. */
+        struct cmd *s = cmds_add(&c);
+        cmd_arg(s, "SREM");
+        cmd_argf(s, XM_FANIN_FMT, group);
+        cmd_arg(s, old_job);
+        s = cmds_add(&c);
+        cmd_arg(s, "SADD");
+        cmd_argf(s, XM_FANIN_FMT, group);
+        cmd_arg(s, job_id);
+    }
+    struct job_spec spec = {.id = job_id,
+                            .migration = id,
+                            .host = host,
+                            .disk = disk,
+                            .phase = phase,
+                            .group = group,
+                            .payload = payload};
+    job_spec_xadd(cmds_add(&c), &spec, job_now_us());
+    struct cmd *hs = cmds_add(&c);
+    cmd_arg(hs, "HSET");
+    cmd_argf(hs, XM_HOST_FMT, id, host);
+    cmd_arg(hs, XM_H_PHASE);
+    cmd_arg(hs, phase);
+    cmd_arg(hs, XM_H_STATUS);
+    cmd_arg(hs, "queued");
+    cmd_arg(hs, XM_H_ERROR);
+    cmd_arg(hs, "");
+    cmd_arg(hs, XM_H_UPDATED);
+    cmd_argll(hs, job_now_us() / 1000);
+    char msg[120];
+    snprintf(msg, sizeof(msg), "%s queued by %s", phase, r->token_name);
+    add_event(&c, event, id, host, msg);
+    cmd_arg(cmds_add(&c), "EXEC");
+    int rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    if (rc != 0) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    api_reply_json(r, 202,
+                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "migration", id, "host", host, "phase",
+                             phase, "status", "queued", "job", job_id));
+}
+
+void mig_host_retry(struct api_req *r)
+{
+    const char *id = r->params[0], *host = r->params[1];
+    if (!mig_active(r, id))
+        return;
+    redisReply *h = load_host(r, id, host);
+    if (!h)
+        return;
+    const char *status = hash_get(h, XM_H_STATUS);
+    const char *failed = hash_get(h, XM_H_FAILED_JOB);
+    if (!status || strcmp(status, "failed") != 0 || !failed) {
+        api_reply_error(r, 409, "conflict", NULL, "host '%s' has not failed (it is %s)", host,
+                        status ? status : "unknown");
+        freeReplyObject(h);
+        return;
+    }
+    /* The failed job as the runtime recorded it: retry the very same work. */
+    json_t *job = json_loads(failed, 0, NULL);
+    const char *phase = NULL, *disk = "", *group = "", *payload = "{}", *old = NULL;
+    if (!job ||
+        json_unpack(job, "{s:s, s?s, s?s, s?s, s?s}", XM_F_PHASE, &phase, XM_F_DISK, &disk,
+                    XM_F_GROUP, &group, XM_F_PAYLOAD, &payload, XM_F_JOB, &old) < 0 ||
+        !job_valid_phase(phase)) {
+        api_reply_error(r, 500, "internal", NULL, "the failed job of host '%s' is unreadable",
+                        host);
+    } else {
+        requeue(r, id, host, phase, disk, group, old, payload, "host.retry");
+    }
+    json_decref(job);
+    freeReplyObject(h);
+}
+
+/* Phases that are safe to run again for one host: discovery re-reads facts, prep is
+ * idempotent (a second run changes nothing), clone sends only what changed. */
+static const char *const rerunnable[] = {"discovery", "prep", "clone", NULL};
+
+void mig_host_phase(struct api_req *r)
+{
+    const char *id = r->params[0], *host = r->params[1], *phase = r->params[2];
+    int ok = 0;
+    for (size_t i = 0; rerunnable[i]; i++)
+        ok |= strcmp(phase, rerunnable[i]) == 0;
+    if (!ok) {
+        api_reply_error(r, 400, "invalid_request", NULL,
+                        "phase '%s' cannot be run again by hand; use discovery, prep or clone",
+                        phase);
+        return;
+    }
+    if (!mig_active(r, id))
+        return;
+    redisReply *h = load_host(r, id, host);
+    if (!h)
+        return;
+    const char *status = hash_get(h, XM_H_STATUS);
+    int busy = status && (strcmp(status, "queued") == 0 || strcmp(status, "running") == 0 ||
+                          strcmp(status, "retrying") == 0);
+    if (busy) {
+        api_reply_error(r, 409, "conflict", NULL,
+                        "host '%s' is %s in phase %s; wait until it settles", host, status,
+                        hash_get(h, XM_H_PHASE) ? hash_get(h, XM_H_PHASE) : "?");
+        freeReplyObject(h);
+        return;
+    }
+    freeReplyObject(h);
+    char *dry = api_query(r, "dry_run");
+    int dry_run = dry && strcmp(dry, "true") == 0;
+    free(dry);
+    requeue(r, id, host, phase, NULL, NULL, NULL, dry_run ? "{\"dry_run\":true}" : "{}",
+            "host.rerun");
+}
+
+/* ---------------------------------------------------------------- discovery callback */
+
+void mig_discovery_callback(struct api_req *r)
+{
+    const char *id = r->params[0];
+    const char *host = json_string_value(json_object_get(r->body, "host"));
+    struct err err = {0};
+    char hosts_key[200];
+    snprintf(hosts_key, sizeof(hosts_key), XM_MIG_HOSTS_FMT, id);
+    redisReply *m = api_cmd(r, &err, 3, (const char *[]){"SISMEMBER", hosts_key, host});
+    if (!m) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    long long member = m->integer;
+    freeReplyObject(m);
+    if (!member) {
+        api_reply_error(r, 404, "not_found", "/host", "migration '%s' has no host '%s'", id, host);
+        return;
+    }
+    char *facts = json_dumps(json_object_get(r->body, "facts"), JSON_COMPACT);
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *s = cmds_add(&c);
+    cmd_arg(s, "SET");
+    cmd_argf(s, XM_FACTS_FMT, id, host);
+    cmd_arg(s, facts);
+    struct cmd *hs = cmds_add(&c);
+    cmd_arg(hs, "HSET");
+    cmd_argf(hs, XM_HOST_FMT, id, host);
+    cmd_arg(hs, "discovered");
+    cmd_argll(hs, job_now_us() / 1000);
+    add_event(&c, "discovery.facts", id, host, NULL);
+    cmd_arg(cmds_add(&c), "EXEC");
+    int rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    free(facts);
+    if (rc != 0) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    api_reply_json(r, 202,
+                   json_pack("{s:s, s:s, s:b}", "migration", id, "host", host, "accepted", 1));
+}
