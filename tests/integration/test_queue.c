@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "jsonschema.h"
 #include "xmalloc.h"
 
 #ifndef XM_NOOP_BIN
@@ -239,6 +240,43 @@ static int logs_contain(struct t *t, const char *name, const char *needle)
     return found;
 }
 
+/*
+ * Every entry the runtime wrote must match its schema in schemas/: the job envelopes
+ * of each phase stream, xm:events and xm:dead. Entries a test wrote by hand (the
+ * malformed ones) are skipped by passing skip_stream.
+ */
+static struct jsonschema_set *schemas;
+
+static void check_stream(struct t *t, const char *stream, const char *schema)
+{
+    const struct jsonschema *s = jsonschema_set_get(schemas, schema);
+    assert_non_null(s);
+    redisReply *r = rs_cmd(t->c, "XRANGE %s - +", stream);
+    for (size_t e = 0; r->type == REDIS_REPLY_ARRAY && e < r->elements; e++) {
+        redisReply *fv = r->element[e]->element[1];
+        json_t *o = json_object();
+        for (size_t i = 0; i + 1 < fv->elements; i += 2)
+            json_object_set_new(o, fv->element[i]->str, json_string(fv->element[i + 1]->str));
+        struct err err = {0};
+        if (jsonschema_check(s, o, &err) < 0)
+            fail_msg("%s entry %s does not match %s.json: %s", stream,
+                     r->element[e]->element[0]->str, schema, err.msg);
+        json_decref(o);
+    }
+    freeReplyObject(r);
+}
+
+static void check_all_streams(struct t *t, const char *skip_stream)
+{
+    redisReply *keys = rs_cmd(t->c, "KEYS xm:q:*");
+    for (size_t i = 0; i < keys->elements; i++)
+        if (!skip_stream || strcmp(keys->element[i]->str, skip_stream) != 0)
+            check_stream(t, keys->element[i]->str, "job");
+    freeReplyObject(keys);
+    check_stream(t, "xm:events", "event");
+    check_stream(t, "xm:dead", "dead");
+}
+
 /* ---------------------------------------------------------------- tests */
 
 /* Two workers of one phase, started one after the other, share one group; creating it
@@ -359,6 +397,7 @@ static void test_retry_backoff_then_dead(void **state)
     assert_int_equal(rs_int(t->c, "XLEN xm:q:q"), 0);
     assert_int_equal(pending(t, "xm:q:p"), 0);
     assert_int_equal(rs_int(t->c, "ZCARD xm:delayed:p"), 0);
+    check_all_streams(t, NULL);
 
     /* The delays grow: attempt 1 waits 25..50 ms, attempt 2 waits 50..100 ms. */
     redisReply *r = rs_cmd(t->c, "XRANGE xm:events - +");
@@ -508,7 +547,8 @@ static void test_fanin_five_disks(void **state)
         assert_string_equal(phase, "import");
         free(phase);
     }
-    /* Both converters did some of the work, and every group is gone. */
+    check_all_streams(t, NULL);
+    /* Every group is gone. */
     redisReply *r = rs_cmd(t->c, "KEYS xm:fanin:*");
     assert_int_equal(r->elements, 0);
     freeReplyObject(r);
@@ -585,6 +625,7 @@ static void test_sigterm_releases_job(void **state)
     assert_int_equal(pending(t, "xm:q:p"), 0);
     assert_int_equal(rs_int(t->c, "XLEN xm:q:p"), 2);
     assert_int_equal(count_events(t, "job.released", "p"), 1);
+    check_all_streams(t, NULL);
     struct cond k = {t, "xm:worker:a", NULL, NULL, 0};
     assert_true(wait_until(key_gone, &k, 1000));
 
@@ -650,6 +691,7 @@ static void test_malformed_entries(void **state)
     wait_status(t, "m1", "h2", "failed", 2000);
     assert_int_equal(pending(t, "xm:q:p"), 0);
     assert_int_equal(rs_int(t->c, "XLEN xm:q:q"), 0);
+    check_all_streams(t, "xm:q:p"); /* the bad entries themselves are skipped */
     free(e0);
     free(e1);
     free(e2);
@@ -700,7 +742,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_pill, setup, teardown),
     };
+    struct err err = {0};
+    schemas = jsonschema_set_load_dir(XM_SCHEMAS_DIR, &err);
+    if (!schemas) {
+        fprintf(stderr, "cannot load schemas: %s\n", err.msg);
+        return 1;
+    }
     if (getenv("XM_TEST_FILTER")) /* e.g. XM_TEST_FILTER='*fanin*' */
         cmocka_set_test_filter(getenv("XM_TEST_FILTER"));
-    return cmocka_run_group_tests_name("integration.queue", tests, NULL, NULL);
+    int rc = cmocka_run_group_tests_name("integration.queue", tests, NULL, NULL);
+    jsonschema_set_free(schemas);
+    return rc;
 }
