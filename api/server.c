@@ -568,12 +568,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 out:
     json_decref(r.body);
     count(&r, route_index);
-    if (r.status >= 500 || log_min_level <= LOG_DEBUG || r.status != 0) {
-        enum log_level lvl = r.status >= 500 ? LOG_WARN : LOG_DEBUG;
-        xm_log(lvl, "request", "method=%s route=%s status=%d us=%lld token=%s", method_name(method),
-               r.route ? r.route->name : "unmatched", r.status, job_now_us() - t0,
-               r.token_name[0] ? r.token_name : "-");
-    }
+    /* One line per request: debug for the ordinary ones, warn when we failed. */
+    xm_log(r.status >= 500 ? LOG_WARN : LOG_DEBUG, "request",
+           "method=%s route=%s status=%d us=%lld token=%s", method_name(method),
+           r.route ? r.route->name : "unmatched", r.status, job_now_us() - t0,
+           r.token_name[0] ? r.token_name : "-");
 }
 
 /* ---------------------------------------------------------------- start-up */

@@ -573,6 +573,191 @@ static char *delayed_member(const struct job *job, long long next_attempt)
     return s;
 }
 
+/* Each append_* below queues the body of one settling transaction (between MULTI+XACK
+ * and EXEC) and returns how many commands it queued. */
+
+static int append_set_done(struct worker *w, const char *done_key, const char *value)
+{
+    char ttl[32];
+    snprintf(ttl, sizeof(ttl), "%lld", xm_config.done_ttl_s);
+    const char *argv[] = {"SET", done_key, value, "EX", ttl};
+    redisAppendCommandArgv(w->ctx, 5, argv, NULL);
+    return 1;
+}
+
+/* DONE: mark it done, leave the fan-in group, and hand off (only the last member of a
+ * group hands off; a fan-out makes the next jobs a new group). */
+static int append_done(struct worker *w, const struct job *job, const struct job_result *res,
+                       const char *done_key, const char *fanin_key, int last, long long picked_us)
+{
+    int queued = 0;
+    const char *next_phase = NULL;
+    char group_id[64] = "";
+    if (fanin_key) {
+        const char *srem[] = {"SREM", fanin_key, job->id};
+        redisAppendCommandArgv(w->ctx, 3, srem, NULL);
+        queued++;
+    }
+    queued += append_set_done(w, done_key, "done");
+    if (last && res->n_next) {
+        if (res->fanout) {
+            xstrlcpy(group_id, job->id, sizeof(group_id));
+            struct cmd *c = &w->cmd;
+            cmd_reset(c);
+            cmd_arg(c, "SADD");
+            cmd_argf(c, XM_FANIN_FMT, group_id);
+            for (size_t i = 0; i < res->n_next; i++)
+                cmd_arg(c, res->next[i].id);
+            cmd_append(w->ctx, c);
+            queued++;
+        }
+        long long now = job_now_us();
+        for (size_t i = 0; i < res->n_next; i++) {
+            struct job_spec spec = {
+                .id = res->next[i].id,
+                .migration = job->migration,
+                .host = job->host,
+                .disk = res->next[i].disk,
+                .phase = res->next[i].phase,
+                .group = group_id,
+                .payload = res->next[i].payload,
+                .attempt = 1,
+            };
+            job_spec_xadd(&w->cmd, &spec, now);
+            cmd_append(w->ctx, &w->cmd);
+            queued++;
+        }
+        next_phase = res->next[0].phase;
+        queued += append_host_state(w, job, HOST_QUEUED, next_phase, "");
+    } else {
+        queued += append_host_state(w, job, last ? HOST_DONE : HOST_WAITING, job->phase, "");
+    }
+    for (size_t i = 0; i < res->n_hsets; i++) {
+        const char *h[] = {"HSET", res->hsets[i].key, res->hsets[i].field, res->hsets[i].value};
+        redisAppendCommandArgv(w->ctx, 4, h, NULL);
+        queued++;
+    }
+    append_event(w, job, last ? "job.done" : "job.joined", next_phase, res->message, picked_us,
+                 NULL, ERR_NONE);
+    return queued + 1;
+}
+
+/* RETRY: schedule the next attempt in the delayed set. */
+static int append_retry(struct worker *w, const struct job *job, const struct err *jerr,
+                        long long picked_us)
+{
+    long long delay = retry_delay_ms(job->attempt);
+    char *member = delayed_member(job, job->attempt + 1);
+    struct cmd *c = &w->cmd;
+    cmd_reset(c);
+    cmd_arg(c, "ZADD");
+    cmd_arg(c, w->delayed);
+    cmd_argll(c, job_now_us() / 1000 + delay);
+    cmd_arg(c, member);
+    cmd_append(w->ctx, c);
+    free(member);
+    int queued = 1 + append_host_state(w, job, HOST_RETRYING, job->phase, jerr->msg);
+    char msg[64];
+    snprintf(msg, sizeof(msg), "retry in %lld ms", delay);
+    append_event(w, job, "job.retry", NULL, msg, picked_us, jerr->msg, jerr->kind);
+    return queued + 1;
+}
+
+/* DEAD: the whole job and its error into xm:dead, the host failed with the reason and
+ * the failed job kept on it for the API's retry. */
+static int append_dead(struct worker *w, const struct job *job, const struct err *jerr,
+                       const char *done_key, long long picked_us)
+{
+    int queued = append_set_done(w, done_key, "dead");
+    struct cmd *c = &w->cmd;
+    cmd_reset(c);
+    cmd_arg(c, "XADD");
+    cmd_arg(c, XM_DEAD);
+    cmd_arg(c, "MAXLEN");
+    cmd_arg(c, "~");
+    cmd_argll(c, xm_config.dead_maxlen);
+    cmd_arg(c, "*");
+    const char *pairs[] = {XM_F_JOB,       job->id,
+                           XM_F_MIGRATION, job->migration ? job->migration : "",
+                           XM_F_HOST,      job->host ? job->host : "",
+                           XM_F_DISK,      job->disk,
+                           XM_F_PHASE,     job->phase,
+                           XM_F_GROUP,     job->group,
+                           XM_F_PAYLOAD,   job->payload,
+                           XM_F_ERROR,     jerr->msg,
+                           XM_F_KIND,      err_kind_str(jerr->kind),
+                           XM_F_WORKER,    w->consumer};
+    for (size_t i = 0; i < XM_ARRAY_LEN(pairs); i++)
+        cmd_arg(c, pairs[i]);
+    cmd_arg(c, XM_F_ATTEMPT);
+    cmd_argll(c, job->attempt);
+    cmd_arg(c, XM_F_TS);
+    cmd_argll(c, job_now_us());
+    cmd_append(w->ctx, c);
+    queued++;
+    char reason[ERR_MSG_MAX + 40];
+    snprintf(reason, sizeof(reason), "%s: %s", job->phase, jerr->msg);
+    queued += append_host_state(w, job, HOST_FAILED, job->phase, reason);
+    if (job->migration && job->host) {
+        char *failed = delayed_member(job, 1);
+        char hkey[300];
+        snprintf(hkey, sizeof(hkey), XM_HOST_FMT, job->migration, job->host);
+        const char *hs[] = {"HSET", hkey, XM_H_FAILED_JOB, failed};
+        redisAppendCommandArgv(w->ctx, 4, hs, NULL);
+        queued++;
+        free(failed);
+    }
+    append_event(w, job, "job.dead", NULL, NULL, picked_us, jerr->msg, jerr->kind);
+    return queued + 1;
+}
+
+static int append_cancelled(struct worker *w, const struct job *job, const char *done_key,
+                            long long picked_us)
+{
+    int queued = append_set_done(w, done_key, "cancelled");
+    queued += append_host_state(w, job, HOST_CANCELLED, job->phase, "");
+    append_event(w, job, "job.cancelled", NULL, "migration cancelled", picked_us, NULL, ERR_NONE);
+    return queued + 1;
+}
+
+/* RELEASE: the same job (same attempt) back into its stream for another worker. */
+static int append_release(struct worker *w, const struct job *job, long long picked_us)
+{
+    struct job_spec spec;
+    job_spec_from_job(&spec, job);
+    job_spec_xadd(&w->cmd, &spec, job_now_us());
+    cmd_append(w->ctx, &w->cmd);
+    int queued = 1 + append_host_state(w, job, HOST_QUEUED, job->phase, NULL);
+    append_event(w, job, "job.released", NULL, "worker stopping", picked_us, NULL, ERR_NONE);
+    return queued + 1;
+}
+
+/* Send EXEC and read every reply of the transaction. 0 done, 1 aborted by a WATCH,
+ * -1 with err. */
+static int exec_tx(struct worker *w, int queued, struct err *err)
+{
+    const char *exec[] = {"EXEC"};
+    redisAppendCommandArgv(w->ctx, 1, exec, NULL);
+    queued++;
+    redisReply **r = xcalloc((size_t)queued, sizeof(*r));
+    int rc = get_replies(w, r, queued, err);
+    for (int i = 0; i < queued - 1 && rc == 0; i++)
+        rc = conn_reply_check(w->ctx, r[i], err);
+    if (rc == 0) {
+        redisReply *ex = r[queued - 1];
+        if (ex->type == REDIS_REPLY_NIL)
+            rc = 1;
+        else if (ex->type == REDIS_REPLY_ERROR)
+            rc = conn_reply_check(w->ctx, ex, err);
+        else
+            for (size_t i = 0; ex->type == REDIS_REPLY_ARRAY && i < ex->elements && rc == 0; i++)
+                rc = conn_reply_check(w->ctx, ex->element[i], err);
+    }
+    free_replies(r, queued);
+    free(r);
+    return rc;
+}
+
 /*
  * Settle one job in ONE MULTI/EXEC. Returns 0 when settled (or found already settled),
  * -1 with a transient err when Redis failed (the caller reconnects and calls again:
@@ -590,8 +775,6 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
 
     for (int tries = 0; tries < 100; tries++) {
         int last = 1;
-        int queued = 0;
-        char group_id[64] = "";
         if (how == SETTLE_DONE || how == SETTLE_DEAD || how == SETTLE_CANCELLED) {
             int st = watch_done(w, job, done_key, grouped ? fanin_key : NULL, &last, err);
             if (st < 0)
@@ -611,192 +794,33 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
 
         const char *multi[] = {"MULTI"};
         redisAppendCommandArgv(w->ctx, 1, multi, NULL);
-        queued++;
         append_xack(w, job->entry);
-        queued++;
+        int queued = 2;
         crash_point(w, "in_multi");
-
-        if (how == SETTLE_DONE) {
-            const char *next_phase = NULL;
-            if (grouped) {
-                const char *srem[] = {"SREM", fanin_key, job->id};
-                redisAppendCommandArgv(w->ctx, 3, srem, NULL);
-                queued++;
-            }
-            const char *setdone[] = {"SET", done_key, "done", "EX", NULL};
-            char ttl[32];
-            snprintf(ttl, sizeof(ttl), "%lld", xm_config.done_ttl_s);
-            setdone[4] = ttl;
-            redisAppendCommandArgv(w->ctx, 5, setdone, NULL);
-            queued++;
-            if (last && res->n_next) {
-                if (res->fanout) {
-                    xstrlcpy(group_id, job->id, sizeof(group_id));
-                    struct cmd *c = &w->cmd;
-                    cmd_reset(c);
-                    cmd_arg(c, "SADD");
-                    cmd_argf(c, XM_FANIN_FMT, group_id);
-                    for (size_t i = 0; i < res->n_next; i++)
-                        cmd_arg(c, res->next[i].id);
-                    cmd_append(w->ctx, c);
-                    queued++;
-                }
-                long long now = job_now_us();
-                for (size_t i = 0; i < res->n_next; i++) {
-                    struct job_spec spec = {
-                        .id = res->next[i].id,
-                        .migration = job->migration,
-                        .host = job->host,
-                        .disk = res->next[i].disk,
-                        .phase = res->next[i].phase,
-                        .group = group_id,
-                        .payload = res->next[i].payload,
-                        .attempt = 1,
-                    };
-                    job_spec_xadd(&w->cmd, &spec, now);
-                    cmd_append(w->ctx, &w->cmd);
-                    queued++;
-                }
-                next_phase = res->next[0].phase;
-                queued += append_host_state(w, job, HOST_QUEUED, next_phase, "");
-            } else if (last) {
-                queued += append_host_state(w, job, HOST_DONE, job->phase, "");
-            } else {
-                queued += append_host_state(w, job, HOST_WAITING, job->phase, "");
-            }
-            for (size_t i = 0; i < res->n_hsets; i++) {
-                const char *h[] = {"HSET", res->hsets[i].key, res->hsets[i].field,
-                                   res->hsets[i].value};
-                redisAppendCommandArgv(w->ctx, 4, h, NULL);
-                queued++;
-            }
-            append_event(w, job, last ? "job.done" : "job.joined", next_phase, res->message,
-                         picked_us, NULL, ERR_NONE);
-            queued++;
-        } else if (how == SETTLE_RETRY) {
-            long long delay = retry_delay_ms(job->attempt);
-            char *member = delayed_member(job, job->attempt + 1);
-            struct cmd *c = &w->cmd;
-            cmd_reset(c);
-            cmd_arg(c, "ZADD");
-            cmd_arg(c, w->delayed);
-            cmd_argll(c, job_now_us() / 1000 + delay);
-            cmd_arg(c, member);
-            cmd_append(w->ctx, c);
-            free(member);
-            queued++;
-            queued += append_host_state(w, job, HOST_RETRYING, job->phase, jerr->msg);
-            char msg[64];
-            snprintf(msg, sizeof(msg), "retry in %lld ms", delay);
-            append_event(w, job, "job.retry", NULL, msg, picked_us, jerr->msg, jerr->kind);
-            queued++;
-        } else if (how == SETTLE_DEAD) {
-            const char *setdead[] = {"SET", done_key, "dead", "EX", NULL};
-            char ttl[32];
-            snprintf(ttl, sizeof(ttl), "%lld", xm_config.done_ttl_s);
-            setdead[4] = ttl;
-            redisAppendCommandArgv(w->ctx, 5, setdead, NULL);
-            queued++;
-            struct cmd *c = &w->cmd;
-            cmd_reset(c);
-            cmd_arg(c, "XADD");
-            cmd_arg(c, XM_DEAD);
-            cmd_arg(c, "MAXLEN");
-            cmd_arg(c, "~");
-            cmd_argll(c, xm_config.dead_maxlen);
-            cmd_arg(c, "*");
-            cmd_arg(c, XM_F_JOB);
-            cmd_arg(c, job->id);
-            cmd_arg(c, XM_F_MIGRATION);
-            cmd_arg(c, job->migration ? job->migration : "");
-            cmd_arg(c, XM_F_HOST);
-            cmd_arg(c, job->host ? job->host : "");
-            cmd_arg(c, XM_F_DISK);
-            cmd_arg(c, job->disk);
-            cmd_arg(c, XM_F_PHASE);
-            cmd_arg(c, job->phase);
-            cmd_arg(c, XM_F_ATTEMPT);
-            cmd_argll(c, job->attempt);
-            cmd_arg(c, XM_F_GROUP);
-            cmd_arg(c, job->group);
-            cmd_arg(c, XM_F_PAYLOAD);
-            cmd_arg(c, job->payload);
-            cmd_arg(c, XM_F_ERROR);
-            cmd_arg(c, jerr->msg);
-            cmd_arg(c, XM_F_KIND);
-            cmd_arg(c, err_kind_str(jerr->kind));
-            cmd_arg(c, XM_F_WORKER);
-            cmd_arg(c, w->consumer);
-            cmd_arg(c, XM_F_TS);
-            cmd_argll(c, job_now_us());
-            cmd_append(w->ctx, c);
-            queued++;
-            char reason[ERR_MSG_MAX + 40];
-            snprintf(reason, sizeof(reason), "%s: %s", job->phase, jerr->msg);
-            queued += append_host_state(w, job, HOST_FAILED, job->phase, reason);
-            if (job->migration && job->host) {
-                /* What the API's retry re-enqueues: the very job that failed. */
-                char *failed = delayed_member(job, 1);
-                const char *hs[] = {"HSET", NULL, XM_H_FAILED_JOB, failed};
-                char hkey[300];
-                snprintf(hkey, sizeof(hkey), XM_HOST_FMT, job->migration, job->host);
-                hs[1] = hkey;
-                redisAppendCommandArgv(w->ctx, 4, hs, NULL);
-                queued++;
-                free(failed);
-            }
-            append_event(w, job, "job.dead", NULL, NULL, picked_us, jerr->msg, jerr->kind);
-            queued++;
-        } else if (how == SETTLE_CANCELLED) {
-            const char *setc[] = {"SET", done_key, "cancelled", "EX", NULL};
-            char ttl[32];
-            snprintf(ttl, sizeof(ttl), "%lld", xm_config.done_ttl_s);
-            setc[4] = ttl;
-            redisAppendCommandArgv(w->ctx, 5, setc, NULL);
-            queued++;
-            queued += append_host_state(w, job, HOST_CANCELLED, job->phase, "");
-            append_event(w, job, "job.cancelled", NULL, "migration cancelled", picked_us, NULL,
-                         ERR_NONE);
-            queued++;
-        } else { /* SETTLE_RELEASE */
-            struct job_spec spec;
-            job_spec_from_job(&spec, job);
-            job_spec_xadd(&w->cmd, &spec, job_now_us());
-            cmd_append(w->ctx, &w->cmd);
-            queued++;
-            queued += append_host_state(w, job, HOST_QUEUED, job->phase, NULL);
-            append_event(w, job, "job.released", NULL, "worker stopping", picked_us, NULL,
-                         ERR_NONE);
-            queued++;
+        switch (how) {
+        case SETTLE_DONE:
+            queued +=
+                append_done(w, job, res, done_key, grouped ? fanin_key : NULL, last, picked_us);
+            break;
+        case SETTLE_RETRY:
+            queued += append_retry(w, job, jerr, picked_us);
+            break;
+        case SETTLE_DEAD:
+            queued += append_dead(w, job, jerr, done_key, picked_us);
+            break;
+        case SETTLE_CANCELLED:
+            queued += append_cancelled(w, job, done_key, picked_us);
+            break;
+        case SETTLE_RELEASE:
+            queued += append_release(w, job, picked_us);
+            break;
         }
-
         crash_point(w, "before_exec");
-        const char *exec[] = {"EXEC"};
-        redisAppendCommandArgv(w->ctx, 1, exec, NULL);
-        queued++;
-
-        redisReply **r = xcalloc((size_t)queued, sizeof(*r));
-        int rc = get_replies(w, r, queued, err);
-        int aborted = 0;
-        if (rc == 0) {
-            for (int i = 0; i < queued - 1 && rc == 0; i++)
-                rc = conn_reply_check(w->ctx, r[i], err);
-            redisReply *ex = r[queued - 1];
-            if (rc == 0 && ex->type == REDIS_REPLY_NIL)
-                aborted = 1; /* a WATCHed key changed: read again and redo */
-            else if (rc == 0 && ex->type == REDIS_REPLY_ERROR)
-                rc = conn_reply_check(w->ctx, ex, err);
-            else if (rc == 0 && ex->type == REDIS_REPLY_ARRAY) {
-                for (size_t i = 0; i < ex->elements && rc == 0; i++)
-                    rc = conn_reply_check(w->ctx, ex->element[i], err);
-            }
-        }
-        free_replies(r, queued);
-        free(r);
+        int rc = exec_tx(w, queued, err);
         if (rc < 0)
             return -1;
         crash_point(w, "after_exec");
-        if (!aborted)
+        if (rc == 0)
             return 0;
     }
     return err_set(err, ERR_TRANSIENT, "settle: too much contention on job '%s'", job->id);

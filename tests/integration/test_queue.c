@@ -724,6 +724,25 @@ static void test_poison_pill(void **state)
     free(error);
 }
 
+/* Jobs of a cancelled migration are acked and dropped: nothing is handed off. */
+static void test_cancelled_migration_drops_jobs(void **state)
+{
+    struct t *t = *state;
+    freeReplyObject(rs_cmd(t->c, "HSET xm:mig:m1 status cancelled"));
+    worker(t, "a", "p", "q", NULL, NULL);
+    enqueue_job(t->c, "p", "m1", "h1", NULL, "{}");
+    enqueue_job(t->c, "p", "m2", "h1", NULL, "{}"); /* another migration goes on */
+    wait_status(t, "m1", "h1", "cancelled", 5000);
+    wait_status(t, "m2", "h1", "queued", 5000);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:q"), 1);
+    char *mig = entry_field(t, "xm:q:q", 0, "migration");
+    assert_string_equal(mig, "m2");
+    assert_int_equal(count_events(t, "job.cancelled", "p"), 1);
+    assert_int_equal(pending(t, "xm:q:p"), 0);
+    check_all_streams(t, NULL);
+    free(mig);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +760,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeat_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_pill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_migration_drops_jobs, setup, teardown),
     };
     struct err err = {0};
     schemas = jsonschema_set_load_dir(XM_SCHEMAS_DIR, &err);
