@@ -854,13 +854,14 @@ void mig_blueprint_put(struct api_req *r)
     const char *status = hash_get(h, "status");
     int open =
         status && (strcmp(status, MIG_DISCOVERING) == 0 || strcmp(status, MIG_AWAITING) == 0);
-    freeReplyObject(h);
     if (!open) {
         api_reply_error(r, 409, "conflict", NULL,
                         "the blueprint can only change before approval (migration is %s)",
                         status ? status : "unknown");
+        freeReplyObject(h); /* status points into it */
         return;
     }
+    freeReplyObject(h);
     struct err err = {0};
     json_t *names = host_names(r, id, &err);
     if (!names) {

@@ -64,7 +64,14 @@ static void sse_free(struct sse *s)
 static void on_close(struct evhttp_connection *conn, void *arg)
 {
     (void)conn;
-    sse_free(arg);
+    struct sse *s = arg;
+    /* The client went away mid-stream: evhttp has detached the unfinished request from
+     * the connection and left it to us; ending it frees it. (When the server itself
+     * shuts down the request is still attached, and evhttp frees it with the
+     * connection.) */
+    if (!evhttp_request_get_connection(s->r.req))
+        evhttp_send_reply_end(s->r.req);
+    sse_free(s);
 }
 
 /* End the stream from our side (Redis gone): the client reconnects and resumes. */

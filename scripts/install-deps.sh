@@ -7,10 +7,16 @@ pkgs=(
     build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     libhiredis-dev libevent-dev libcurl4-openssl-dev libjansson-dev libssl-dev
     libzstd-dev libcmocka-dev libpcre2-dev
-    redis-server redis-tools json-schema-test-suite
+    redis-server redis-tools json-schema-test-suite nodejs
+    wrk
+    prometheus
 )
 
+# Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource
+# nodejs (some images) bundles it and conflicts with Debian's npm package, so ask for
+# npm only when the command is missing.
 missing=()
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
