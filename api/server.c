@@ -108,8 +108,20 @@ const struct jsonschema_set *api_schemas(struct api_req *r)
 
 /* ---------------------------------------------------------------- redis */
 
+/* 1 when Redis closed the idle connection (it restarted): the socket reads as ended.
+ * Peeking consumes nothing, so a live connection is left as it was. */
+static int redis_closed(const redisContext *c)
+{
+    char b;
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 struct redisContext *api_redis(struct api_req *r, struct err *err)
 {
+    /* Reconnect now rather than fail this request on a connection Redis already
+     * closed: after a Redis restart each thread would otherwise answer one 503. */
+    if (r->thread->redis && redis_closed(r->thread->redis))
+        api_redis_lost(r);
     if (!r->thread->redis)
         r->thread->redis = conn_open(err);
     return r->thread->redis;
@@ -263,9 +275,18 @@ void api_reply_error(struct api_req *r, int code, const char *ecode, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *e = json_pack("{s:s, s:s}", "code", ecode, "message", msg);
-    if (path)
-        json_object_set_new(e, "path", json_string(path));
+    /* A message quoting input that is not UTF-8 must still make a valid reply. */
+    json_t *m = json_string(msg);
+    if (!m) {
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        m = json_string(msg);
+    }
+    json_t *e = json_pack("{s:s, s:o}", "code", ecode, "message", m);
+    json_t *jp = path ? json_string(path) : NULL;
+    if (jp)
+        json_object_set_new(e, "path", jp);
     api_reply_json(r, code, json_pack("{s:o}", "error", e));
 }
 

@@ -133,9 +133,15 @@ void jsonschema_free(struct jsonschema *s)
 }
 
 /* jansson's iterator takes a non-const object but only reads it. */
-static void *obj_iter(const json_t *o) { return json_object_iter((json_t *)o); }
+static void *obj_iter(const json_t *o)
+{
+    return json_object_iter((json_t *)o);
+}
 
-static void *obj_next(const json_t *o, void *it) { return json_object_iter_next((json_t *)o, it); }
+static void *obj_next(const json_t *o, void *it)
+{
+    return json_object_iter_next((json_t *)o, it);
+}
 
 /* ---- numbers ------------------------------------------------------------------------ */
 
@@ -399,7 +405,10 @@ static const char *subject(char *buf, size_t size, const char *s, size_t len)
     return buf;
 }
 
-static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
 
 static bool is_hex(char ch)
 {
@@ -438,14 +447,22 @@ static bool format_hostname(const char *s, size_t n)
     if (n == 0 || n > 253)
         return false;
     size_t start = 0;
+    bool letter = false; /* in the current label */
     for (size_t i = 0; i <= n; i++) {
         if (i == n || s[i] == '.') {
             size_t len = i - start;
             if (len == 0 || len > 63 || s[start] == '-' || s[i - 1] == '-')
                 return false;
+            /* RFC 1123 2.1: a top-level label is never all digits, or "10.0.0.256"
+             * would pass as a host name when it is a broken address. */
+            if (i == n && !letter && start > 0)
+                return false;
             start = i + 1;
+            letter = false;
         } else if (!is_alnum(s[i]) && s[i] != '-') {
             return false;
+        } else if (!is_digit(s[i])) {
+            letter = true;
         }
     }
     return true;
@@ -1956,7 +1973,10 @@ const struct jsonschema *jsonschema_set_get(const struct jsonschema_set *set, co
     return e ? e->schema : NULL;
 }
 
-size_t jsonschema_set_count(const struct jsonschema_set *set) { return set ? set->n : 0; }
+size_t jsonschema_set_count(const struct jsonschema_set *set)
+{
+    return set ? set->n : 0;
+}
 
 void jsonschema_set_free(struct jsonschema_set *set)
 {
