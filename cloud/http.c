@@ -193,6 +193,13 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
         headers = curl_slist_append(headers, req->headers[i]);
     /* curl adds "Expect: 100-continue" to large bodies: a round trip for nothing. */
     headers = curl_slist_append(headers, "Expect:");
+    /* And labels a body it posts as a form unless told otherwise, which makes some
+     * servers parse (and swallow) it: a body is bytes unless the caller says. */
+    int typed = 0;
+    for (size_t i = 0; i < req->n_headers; i++)
+        typed |= strncasecmp(req->headers[i], "Content-Type:", 13) == 0;
+    if (!typed)
+        headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
     struct sink sink = {.resp = resp,
                         .max = req->max_response ? req->max_response : HTTP_DEFAULT_MAX_RESPONSE};
     char errbuf[CURL_ERROR_SIZE] = "";

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
     build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     libhiredis-dev libevent-dev libcurl4-openssl-dev libjansson-dev libssl-dev
-    libzstd-dev libcmocka-dev libpcre2-dev
+    libzstd-dev libcmocka-dev libpcre2-dev libxml2-dev
     redis-server redis-tools json-schema-test-suite nodejs
     wrk
     prometheus

@@ -286,3 +286,96 @@ void enqueue_job(struct redisContext *c, const char *phase, const char *migratio
     freeReplyObject(r);
     cmd_release(&cmd);
 }
+
+/* ---------------------------------------------------------------- moto */
+
+#ifndef XM_MOTO_SCRIPT
+#define XM_MOTO_SCRIPT "tests/support/moto.py"
+#endif
+
+static void json_field(const char *json, const char *name, char *out, size_t size)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\": ", name);
+    const char *p = strstr(json, key);
+    if (!p)
+        die("moto.py printed no '%s': %s", name, json);
+    p += strlen(key);
+    if (*p == '"')
+        p++;
+    size_t n = strcspn(p, "\",}");
+    if (n >= size)
+        die("moto.py field '%s' too long", name);
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+void moto_start(struct moto *m, int sigcheck, const char *log_path)
+{
+    memset(m, 0, sizeof(*m));
+    m->port = free_port();
+    char port[16];
+    snprintf(port, sizeof(port), "%d", m->port);
+    int fds[2];
+    if (pipe(fds) < 0)
+        die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        char *argv[] = {"python3",
+                        XM_MOTO_SCRIPT,
+                        "--port",
+                        port,
+                        "--log",
+                        (char *)log_path,
+                        sigcheck ? "--sigcheck" : NULL,
+                        NULL};
+        execvp("python3", argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char out[1024];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(out) - 1 && (n = read(fds[0], out + got, sizeof(out) - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got == 0)
+        die("moto.py failed (see %s)", log_path);
+    char pidbuf[32];
+    json_field(out, "pid", pidbuf, sizeof(pidbuf));
+    m->pid = (pid_t)strtol(pidbuf, NULL, 10);
+    json_field(out, "endpoint", m->endpoint, sizeof(m->endpoint));
+    json_field(out, "access_key", m->access_key, sizeof(m->access_key));
+    json_field(out, "secret_key", m->secret_key, sizeof(m->secret_key));
+}
+
+void moto_stop(struct moto *m)
+{
+    if (m->pid > 0) {
+        kill(-m->pid, SIGTERM); /* its own session: the whole group */
+        kill(m->pid, SIGTERM);
+        m->pid = 0;
+    }
+}
+
+void moto_reset(const struct moto *m)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "%s/moto-api/reset", m->endpoint);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {"curl", "-s", "-o", "/dev/null", "-X", "POST", url, NULL};
+        execvp("curl", argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("moto reset failed");
+}

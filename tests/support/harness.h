@@ -58,4 +58,18 @@ void enqueue_job(struct redisContext *c, const char *phase, const char *migratio
 
 long long mono_ms(void);
 
+/* A moto_server (AWS emulator) on a free loopback port, started by tests/support/moto.py.
+ * With sigcheck, SigV4 is verified and the keys are a real IAM user's. */
+struct moto {
+    pid_t pid;
+    int port;
+    char endpoint[64];
+    char access_key[64];
+    char secret_key[128];
+};
+void moto_start(struct moto *m, int sigcheck, const char *log_path);
+void moto_stop(struct moto *m);
+/* POST /moto-api/reset: forget every resource. */
+void moto_reset(const struct moto *m);
+
 #endif
