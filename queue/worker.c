@@ -68,6 +68,7 @@ const char *host_status_str(enum host_status s)
 
 struct next_job {
     char *phase;
+    char *host; /* NULL: the job's own host */
     char *disk;
     char *payload;
     char id[33];
@@ -125,6 +126,7 @@ static void job_result_release(struct job_result *r)
 {
     for (size_t i = 0; i < r->n_next; i++) {
         free(r->next[i].phase);
+        free(r->next[i].host);
         free(r->next[i].disk);
         free(r->next[i].payload);
     }
@@ -180,6 +182,11 @@ int worker_stopping(const struct worker *w)
 {
     (void)w;
     return stop_flag != 0;
+}
+
+struct redisContext *worker_redis(struct worker *w)
+{
+    return w->ctx;
 }
 
 void *worker_arg(const struct worker *w)
@@ -475,8 +482,8 @@ static void append_xack(struct worker *w, const char *entry)
 static int append_host_state(struct worker *w, const struct job *job, enum host_status s,
                              const char *phase, const char *error)
 {
-    if (!job->migration || !job->host)
-        return 0;
+    if (!job->migration || !job->host || strcmp(job->host, XM_HOST_NONE) == 0)
+        return 0; /* a migration-level job has no host record */
     struct cmd *c = &w->cmd;
     cmd_reset(c);
     cmd_arg(c, "HSET");
@@ -616,7 +623,7 @@ static int append_done(struct worker *w, const struct job *job, const struct job
             struct job_spec spec = {
                 .id = res->next[i].id,
                 .migration = job->migration,
-                .host = job->host,
+                .host = res->next[i].host ? res->next[i].host : job->host,
                 .disk = res->next[i].disk,
                 .phase = res->next[i].phase,
                 .group = group_id,
@@ -626,6 +633,12 @@ static int append_done(struct worker *w, const struct job *job, const struct job
             job_spec_xadd(&w->cmd, &spec, now);
             cmd_append(w->ctx, &w->cmd);
             queued++;
+            if (res->next[i].host) {
+                /* A job for another host: that host's record shows it queued. */
+                struct job other = *job;
+                other.host = res->next[i].host;
+                queued += append_host_state(w, &other, HOST_QUEUED, res->next[i].phase, "");
+            }
         }
         next_phase = res->next[0].phase;
         queued += append_host_state(w, job, HOST_QUEUED, next_phase, "");

@@ -81,6 +81,10 @@ struct job_result;
  * NULL (host-level job); payload is JSON object text or NULL for "{}". Copied. */
 void job_result_next(struct job_result *r, const char *phase, const char *disk,
                      const char *payload);
+/* The same for another host of the migration (a migration-level job starting the
+ * per-host pipeline). */
+void job_result_next_host(struct job_result *r, const char *phase, const char *host,
+                          const char *disk, const char *payload);
 /* The next jobs form one fan-in group (see above). */
 void job_result_fanout(struct job_result *r);
 /* HSET key field value in the completion transaction. Copied. */
@@ -104,6 +108,9 @@ struct worker_ops {
 };
 
 int worker_stopping(const struct worker *w);
+/* The worker's Redis connection, for handlers that read state (borrowed; valid during
+ * the handler call; may be NULL after a connection loss: fail the job transiently). */
+struct redisContext *worker_redis(struct worker *w);
 void *worker_arg(const struct worker *w);
 const char *worker_consumer(const struct worker *w);
 
