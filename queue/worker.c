@@ -89,9 +89,16 @@ struct job_result {
 
 void job_result_next(struct job_result *r, const char *phase, const char *disk, const char *payload)
 {
+    job_result_next_host(r, phase, NULL, disk, payload);
+}
+
+void job_result_next_host(struct job_result *r, const char *phase, const char *host,
+                          const char *disk, const char *payload)
+{
     r->next = xrealloc(r->next, sizeof(*r->next) * (r->n_next + 1));
     struct next_job *n = &r->next[r->n_next++];
     n->phase = xstrdup(phase);
+    n->host = host ? xstrdup(host) : NULL;
     n->disk = xstrdup(disk ? disk : "");
     n->payload = xstrdup(payload ? payload : "{}");
     job_new_id(n->id);
