@@ -970,28 +970,29 @@ static long long delivery_count(struct worker *w, const char *entry)
  */
 static void start_batch(struct worker *w, struct job *jobs, const int *ok, int *cancelled, size_t n)
 {
+    int *marks = xcalloc(n ? n : 1, sizeof(*marks)); /* 1 when a host HSET was queued */
     for (size_t i = 0; i < n; i++) {
         if (!ok[i])
             continue;
-        const char *get[] = {"HGET", NULL, "status"};
         char key[200];
         snprintf(key, sizeof(key), XM_MIG_FMT, jobs[i].migration);
-        get[1] = key;
+        const char *get[] = {"HGET", key, "status"};
         redisAppendCommandArgv(w->ctx, 3, get, NULL);
-        append_host_state(w, &jobs[i], HOST_RUNNING, jobs[i].phase, NULL);
+        marks[i] = append_host_state(w, &jobs[i], HOST_RUNNING, jobs[i].phase, NULL);
     }
     for (size_t i = 0; i < n; i++) {
         if (!ok[i])
             continue;
         redisReply *r[2] = {NULL, NULL};
         if (redisGetReply(w->ctx, (void **)&r[0]) != REDIS_OK ||
-            redisGetReply(w->ctx, (void **)&r[1]) != REDIS_OK) {
+            (marks[i] && redisGetReply(w->ctx, (void **)&r[1]) != REDIS_OK)) {
             free_replies(r, 2);
-            return; /* the next command notices the dead link */
+            break; /* the next command notices the dead link */
         }
         cancelled[i] = r[0]->type == REDIS_REPLY_STRING && strcmp(r[0]->str, "cancelled") == 0;
         free_replies(r, 2);
     }
+    free(marks);
 }
 
 /* Run every entry of an XREADGROUP/XAUTOCLAIM entries array. */

@@ -743,6 +743,29 @@ static void test_cancelled_migration_drops_jobs(void **state)
     free(mig);
 }
 
+/* A migration-level job (host "-") starts each host's pipeline: one job per host, and
+ * each host's record shows it queued for that phase; "-" gets no record. */
+static void test_migration_level_handoff(void **state)
+{
+    struct t *t = *state;
+    worker(t, "a", "network", "prep", NULL, NULL);
+    enqueue_job(t->c, "network", "m1", "-", NULL, "{\"to_hosts\": [\"web1\", \"db1\"]}");
+    wait_xlen(t, "xm:q:prep", 2, 5000);
+    wait_status(t, "m1", "web1", "queued", 1000);
+    wait_status(t, "m1", "db1", "queued", 1000);
+    char *h0 = entry_field(t, "xm:q:prep", 0, "host");
+    char *h1 = entry_field(t, "xm:q:prep", 1, "host");
+    assert_string_equal(h0, "web1");
+    assert_string_equal(h1, "db1");
+    char *phase = rs_str(t->c, "HGET xm:host:m1:web1 phase");
+    assert_string_equal(phase, "prep");
+    assert_int_equal(rs_int(t->c, "EXISTS xm:host:m1:-"), 0);
+    check_all_streams(t, NULL);
+    free(h0);
+    free(h1);
+    free(phase);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +784,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_pill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_migration_drops_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_level_handoff, setup, teardown),
     };
     struct err err = {0};
     schemas = jsonschema_set_load_dir(XM_SCHEMAS_DIR, &err);

@@ -14,6 +14,8 @@
  *   fanout       int     emit this many NEXT jobs (disks d1..dN) as one fan-in group
  *   next         string  hand off to this phase instead of NEXT ("" ends the chain)
  *   child        object  payload of the emitted jobs (default: {})
+ *   to_hosts     array   hand off one NEXT job to each of these hosts instead (a
+ *                        migration-level job starting each host's pipeline)
  * Every job also writes its attempt count to xm:noop:<job id> so tests can count runs.
  */
 #include <errno.h>
@@ -43,11 +45,11 @@ static int noop_handle(struct worker *w, const struct job *job, struct job_resul
     json_int_t sleep_ms = 0, jitter_ms = 0, fail_until = 1000000, fanout = 0;
     const char *fail = NULL, *next = next_phase;
     int abort_flag = 0;
-    json_t *child_v = NULL;
-    if (json_unpack_ex(p, &jerr, 0, "{s?I, s?I, s?s, s?I, s?b, s?I, s?s, s?o}", "sleep_ms",
+    json_t *child_v = NULL, *to_hosts = NULL;
+    if (json_unpack_ex(p, &jerr, 0, "{s?I, s?I, s?s, s?I, s?b, s?I, s?s, s?o, s?o}", "sleep_ms",
                        &sleep_ms, "jitter_ms", &jitter_ms, "fail", &fail, "fail_until", &fail_until,
-                       "abort", &abort_flag, "fanout", &fanout, "next", &next, "child",
-                       &child_v) < 0) {
+                       "abort", &abort_flag, "fanout", &fanout, "next", &next, "child", &child_v,
+                       "to_hosts", &to_hosts) < 0) {
         err_set(err, ERR_PERMANENT, "payload: %s", jerr.text);
         goto out;
     }
@@ -73,7 +75,18 @@ static int noop_handle(struct worker *w, const struct job *job, struct job_resul
 
     child = child_v ? json_dumps(child_v, JSON_COMPACT) : NULL;
     if (next && next[0]) {
-        if (fanout > 0) {
+        if (json_is_array(to_hosts)) {
+            size_t i;
+            json_t *h;
+            json_array_foreach(to_hosts, i, h)
+            {
+                if (!json_is_string(h) || !job_valid_ident(json_string_value(h))) {
+                    err_set(err, ERR_PERMANENT, "payload: to_hosts/%zu is not a host name", i);
+                    goto out;
+                }
+                job_result_next_host(res, next, json_string_value(h), NULL, child);
+            }
+        } else if (fanout > 0) {
             for (json_int_t i = 1; i <= fanout; i++) {
                 char disk[32];
                 snprintf(disk, sizeof(disk), "d%lld", (long long)i);
