@@ -387,7 +387,7 @@ int migration_build(const json_t *body, const struct jsonschema_set *schemas,
         const json_t *h = json_array_get(hosts, i);
         const char *name = json_string_value(json_object_get(h, "name"));
         const char *hcred = json_string_value(json_object_get(h, "credential"));
-        json_int_t port = json_integer_value(json_object_get(h, "port"));
+        json_int_t port = (json_int_t)json_number_value(json_object_get(h, "port"));
         struct cmd *hs = cmds_add(&c);
         cmd_arg(hs, "HSET");
         cmd_argf(hs, XM_HOST_FMT, id, name);

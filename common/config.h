@@ -46,6 +46,9 @@ struct config {
     long long api_sse_poll_ms;
     long long api_token_cache_ms;
     char *schemas_dir;
+    /* clouds */
+    char *aws_endpoint; /* one base URL for every AWS service (tests: moto); empty: AWS */
+    char *tls_ca_file;
     /* secrets */
     char *master_key;
     char *bootstrap_token;
