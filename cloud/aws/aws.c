@@ -8,8 +8,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "secret.h"
 #include "aws/sigv4.h"
+#include "secret.h"
 #include "xmalloc.h"
 
 struct aws {
@@ -22,6 +22,7 @@ struct aws {
     int max_attempts;
     long base_ms, cap_ms;
     int last_attempts;
+    char last_code[128]; /* AWS error code of the last call's final reply, "" if none */
 };
 
 static const char *const services[] = {"s3", "ec2", "ebs"};
@@ -97,6 +98,11 @@ const char *aws_region(const struct aws *a)
 int aws_last_attempts(const struct aws *a)
 {
     return a->last_attempts;
+}
+
+const char *aws_last_code(const struct aws *a)
+{
+    return a->last_code;
 }
 
 /* ---------------------------------------------------------------- XML */
@@ -261,12 +267,14 @@ struct call_ctx {
 static int classify(void *arg, const struct http_response *resp, struct err *err)
 {
     struct call_ctx *c = arg;
+    c->a->last_code[0] = '\0';
     if (resp->status >= 200 && resp->status < 300)
         return 0;
     if (resp->status == 404 && c->req->ok_404)
         return 0;
     char *code, *msg, *rid;
     error_parts(resp, &code, &msg, &rid);
+    xstrlcpy(c->a->last_code, code ? code : "", sizeof(c->a->last_code));
     int verdict;
     if (in_list(code, auth_codes, XM_ARRAY_LEN(auth_codes)) || resp->status == 401) {
         err_set(err, ERR_PERMANENT, "AWS rejected the credentials (%s)%s%s",
@@ -313,10 +321,13 @@ static int build(void *arg, struct http_request *hr, struct err *err)
                                .headers = lines,
                                .n_headers = n,
                                .payload_hash = c->payload_hash};
+    /* S3 needs x-amz-content-sha256. EBS direct takes it too (AWS's own examples send
+     * it), and moto checks the hash of an empty EBS body only through it. */
     struct sigv4_opts opts = {.region = c->a->region,
                               .service = req->service,
                               .when = time(NULL),
-                              .content_sha256_header = strcmp(req->service, "s3") == 0};
+                              .content_sha256_header = strcmp(req->service, "s3") == 0 ||
+                                                       strcmp(req->service, "ebs") == 0};
     struct sigv4_result res;
     memset(&res, 0, sizeof(res));
     if (sigv4_sign_headers(&creds, &sr, &opts, &res, err) < 0)
@@ -346,6 +357,7 @@ int aws_call(struct aws *a, const struct aws_request *req, struct http_response 
     if (service_index(req->service) < 0)
         return err_set(err, ERR_PERMANENT, "aws: unknown service '%s'", req->service);
     struct call_ctx c = {.a = a, .req = req};
+    a->last_code[0] = '\0';
     if (req->payload_sha256)
         xstrlcpy(c.payload_hash, req->payload_sha256, sizeof(c.payload_hash));
     else
@@ -361,6 +373,38 @@ int aws_call(struct aws *a, const struct aws_request *req, struct http_response 
                                 .cap_ms = a->cap_ms,
                                 .attempts_out = &a->last_attempts};
     return http_send_retry(a->http, build, classify, &c, &policy, resp, err);
+}
+
+char *aws_presign(struct aws *a, const char *service, const char *method, const char *path,
+                  const char *query, long expires, struct err *err)
+{
+    int si = service_index(service);
+    if (si < 0) {
+        err_set(err, ERR_PERMANENT, "aws: unknown service '%s'", service);
+        return NULL;
+    }
+    const char *base = a->endpoint[si];
+    const char *host = strstr(base, "://");
+    host = host ? host + 3 : base;
+    char host_line[512];
+    snprintf(host_line, sizeof(host_line), "Host: %s", host);
+    const char *lines[] = {host_line};
+    struct sigv4_creds creds = {a->access_key, a->secret_key, a->session_token};
+    struct sigv4_request sr = {.method = method,
+                               .path = path,
+                               .query = query,
+                               .headers = lines,
+                               .n_headers = 1,
+                               .payload_hash = SIGV4_UNSIGNED_PAYLOAD};
+    struct sigv4_opts opts = {
+        .region = a->region, .service = service, .when = time(NULL), .expires = expires};
+    struct sigv4_result res;
+    memset(&res, 0, sizeof(res));
+    if (sigv4_presign(&creds, &sr, &opts, &res, err) < 0)
+        return NULL;
+    char *url = xasprintf("%s%s?%s", base, path, res.query);
+    sigv4_result_release(&res);
+    return url;
 }
 
 /* ---------------------------------------------------------------- EC2 */
@@ -384,13 +428,30 @@ char *aws_form_encode(const char *s)
     return out;
 }
 
+/* A form body spells a space '+', as the AWS SDKs send it (moto re-encodes the form that
+ * way before it checks the signature, so a "%20" fails there; AWS takes either). */
+static char *form_body_encode(const char *s)
+{
+    char *out = aws_form_encode(s), *w = out;
+    for (const char *r = out; *r; r++) {
+        if (r[0] == '%' && r[1] == '2' && r[2] == '0') {
+            *w++ = '+';
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return out;
+}
+
 int aws_ec2(struct aws *a, const char *action, const char *const *params, char **xml,
             struct err *err)
 {
     /* Action=..&Version=..&k=v...: EC2 takes the Query API as a form POST. */
     char *body = xasprintf("Action=%s&Version=2016-11-15", action);
     for (size_t i = 0; params && params[i] && params[i + 1]; i += 2) {
-        char *k = aws_form_encode(params[i]), *v = aws_form_encode(params[i + 1]);
+        char *k = form_body_encode(params[i]), *v = form_body_encode(params[i + 1]);
         char *next = xasprintf("%s&%s=%s", body, k, v);
         free(k);
         free(v);

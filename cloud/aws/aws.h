@@ -75,6 +75,24 @@ int aws_call(struct aws *a, const struct aws_request *req, struct http_response 
 /* Attempts made by the last aws_call (for tests and metrics). */
 int aws_last_attempts(const struct aws *a);
 
+/*
+ * AWS error code of the last aws_call's final reply ("InvalidPermission.Duplicate"), or
+ * "" when it succeeded or failed without one (transport error). Lets callers tolerate
+ * documented codes without parsing messages. Borrowed: valid until the next call.
+ */
+const char *aws_last_code(const struct aws *a);
+
+/*
+ * A presigned URL (SigV4 in the query string) for method on the service's endpoint and
+ * path (already URI-encoded) with query (already encoded, or NULL), valid for expires
+ * seconds (1..SIGV4_EXPIRES_MAX) from now. Only Host is signed and the payload is
+ * UNSIGNED-PAYLOAD, so whoever holds the URL may send any body. New string, or NULL with a
+ * permanent err. Does not block. The URL grants that request until it expires (and with a
+ * session token it carries the token): treat it like a secret, never log it.
+ */
+char *aws_presign(struct aws *a, const char *service, const char *method, const char *path,
+                  const char *query, long expires, struct err *err);
+
 /* ---- EC2 Query API (form POST, XML reply) ---- */
 
 /*

@@ -1,0 +1,118 @@
+/*
+ * The AWS provider: the provider_ops table (cloud/provider.h) on top of the AWS modules
+ * (ec2net for networks; ebs and vm for import, s3 for chunks).
+ *
+ * The credential is the sealed "aws" secret of schemas/credential_create.json:
+ * access_key_id, secret_access_key, optional session_token. XM_AWS_ENDPOINT sends every
+ * service to one base URL (an emulator); XM_TLS_CA_FILE names a CA bundle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aws/aws.h"
+#include "aws/ec2net.h"
+#include "config.h"
+#include "provider.h"
+#include "xmalloc.h"
+
+struct provider {
+    struct aws *aws;
+};
+
+static struct provider *aws_open(const json_t *secret, const char *region, struct err *err)
+{
+    const char *key = json_string_value(json_object_get(secret, "access_key_id"));
+    const char *sec = json_string_value(json_object_get(secret, "secret_access_key"));
+    const char *token = json_string_value(json_object_get(secret, "session_token"));
+    if (!key || !sec) {
+        err_set(err, ERR_PERMANENT, "aws credential lacks access_key_id or secret_access_key");
+        return NULL;
+    }
+    struct aws_config cfg = {
+        .access_key = key,
+        .secret_key = sec,
+        .session_token = token,
+        .region = region,
+        .endpoint =
+            xm_config.aws_endpoint && xm_config.aws_endpoint[0] ? xm_config.aws_endpoint : NULL,
+        .http = {.ca_file = xm_config.tls_ca_file && xm_config.tls_ca_file[0]
+                                ? xm_config.tls_ca_file
+                                : NULL},
+    };
+    struct aws *a = aws_new(&cfg, err);
+    if (!a)
+        return NULL;
+    struct provider *p = xcalloc(1, sizeof(*p));
+    p->aws = a;
+    return p;
+}
+
+static void aws_close(struct provider *p)
+{
+    if (!p)
+        return;
+    aws_free(p->aws);
+    free(p);
+}
+
+static void add_resource(struct net_result *out, const char *kind, const char *id)
+{
+    if (!id[0] || out->n_resources >= XM_ARRAY_LEN(out->resources))
+        return;
+    snprintf(out->resources[out->n_resources++], sizeof(out->resources[0]), "aws:%s:%s", kind, id);
+}
+
+static int aws_network_ensure(struct provider *p, const struct net_spec *spec,
+                              struct net_result *out, struct err *err)
+{
+    struct ec2net_subnet subnets[PROVIDER_MAX_SUBNETS];
+    struct ec2net_rule rules[PROVIDER_MAX_RULES];
+    for (size_t i = 0; i < spec->n_subnets; i++)
+        subnets[i] = (struct ec2net_subnet){.name = spec->subnets[i].name,
+                                            .cidr = spec->subnets[i].cidr,
+                                            .is_public = spec->subnets[i].public};
+    for (size_t i = 0; i < spec->n_rules; i++)
+        rules[i] = (struct ec2net_rule){.protocol = spec->rules[i].protocol,
+                                        .port = spec->rules[i].port,
+                                        .port_to = spec->rules[i].port_to,
+                                        .source = spec->rules[i].source,
+                                        .description = spec->rules[i].description};
+    struct ec2net_spec es = {.migration = spec->migration,
+                             .name = spec->name,
+                             .cidr = spec->cidr,
+                             .subnets = subnets,
+                             .n_subnets = spec->n_subnets,
+                             .rules = rules,
+                             .n_rules = spec->n_rules};
+    struct ec2net_result *r = xcalloc(1, sizeof(*r));
+    int rc = ec2net_ensure(p->aws, &es, r, err);
+    memset(out, 0, sizeof(*out));
+    xstrlcpy(out->network_id, r->vpc_id, sizeof(out->network_id));
+    xstrlcpy(out->firewall_id, r->sg_id, sizeof(out->firewall_id));
+    add_resource(out, "vpc", r->vpc_id);
+    for (size_t i = 0; i < r->n_subnets && i < PROVIDER_MAX_SUBNETS; i++) {
+        xstrlcpy(out->subnet_ids[i], r->subnets[i].id, sizeof(out->subnet_ids[i]));
+        add_resource(out, "subnet", r->subnets[i].id);
+    }
+    out->n_subnets = r->n_subnets;
+    add_resource(out, "internet-gateway", r->igw_id);
+    add_resource(out, "route-table", r->route_table_id);
+    add_resource(out, "security-group", r->sg_id);
+    free(r);
+    return rc;
+}
+
+static int aws_network_delete(struct provider *p, const char *migration, struct err *err)
+{
+    struct ec2net_deleted report;
+    return ec2net_delete(p->aws, migration, &report, err);
+}
+
+const struct provider_ops aws_provider = {
+    .cloud = "aws",
+    .open = aws_open,
+    .close = aws_close,
+    .network_ensure = aws_network_ensure,
+    .network_delete = aws_network_delete,
+};

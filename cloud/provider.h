@@ -1,0 +1,85 @@
+/*
+ * provider: every cloud behind one table of operations (DESIGN.md section 5), so the
+ * phase workers never know which cloud they talk to.
+ *
+ * A worker finds the table with provider_find(cloud), opens a session with the
+ * migration's credential (the opened secret, borrowed; the provider copies what it
+ * keeps) and region, calls operations, and closes it. Every operation is idempotent:
+ * resources are named and tagged from migration + host + disk and looked up before they
+ * are created, so a job that runs twice creates nothing twice. Operations block;
+ * errors are transient (retry the job) or permanent (dead-letter it).
+ *
+ * Endpoints come from XM_<CLOUD>_ENDPOINT variables (tests point them at emulators);
+ * unset means the real cloud.
+ */
+#ifndef XM_PROVIDER_H
+#define XM_PROVIDER_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "err.h"
+
+#define PROVIDER_ID_MAX 128
+#define PROVIDER_MAX_SUBNETS 64
+#define PROVIDER_MAX_RULES 200
+
+struct provider;
+
+/* The network of a blueprint, cloud-neutral. */
+struct net_subnet {
+    char name[64];
+    char cidr[32];
+    int public;
+};
+
+struct net_rule {
+    char protocol[8]; /* tcp, udp, icmp */
+    int port, port_to;
+    char source[32];
+    char description[201];
+};
+
+struct net_spec {
+    char migration[PROVIDER_ID_MAX];
+    char name[64];
+    char cidr[32];
+    struct net_subnet subnets[PROVIDER_MAX_SUBNETS];
+    size_t n_subnets;
+    struct net_rule rules[PROVIDER_MAX_RULES];
+    size_t n_rules;
+};
+
+struct net_result {
+    char network_id[PROVIDER_ID_MAX];
+    char firewall_id[PROVIDER_ID_MAX];
+    char subnet_ids[PROVIDER_MAX_SUBNETS][PROVIDER_ID_MAX]; /* in net_spec order */
+    size_t n_subnets;
+    /* Every resource as "<kind>:<id>", for the migration's resource list. */
+    char resources[2 * PROVIDER_MAX_SUBNETS + 8][PROVIDER_ID_MAX + 32];
+    size_t n_resources;
+};
+
+struct provider_ops {
+    const char *cloud; /* "aws", "azure", "gcp" */
+    /* secret: the opened credential (borrowed). New session, or NULL with err. */
+    struct provider *(*open)(const json_t *secret, const char *region, struct err *err);
+    void (*close)(struct provider *p);
+    /* Create what is missing of the network, look up what exists. */
+    int (*network_ensure)(struct provider *p, const struct net_spec *spec, struct net_result *out,
+                          struct err *err);
+    /* Remove everything the migration created, in dependency order. */
+    int (*network_delete)(struct provider *p, const char *migration, struct err *err);
+};
+
+/* The table for a cloud, or NULL when xmigrate has none for it. */
+const struct provider_ops *provider_find(const char *cloud);
+
+/*
+ * The network part of a blueprint (schemas/blueprint.json, already validated) as a
+ * net_spec. -1 with a permanent err when it breaks a cap.
+ */
+int provider_net_spec(const json_t *blueprint, const char *migration, struct net_spec *out,
+                      struct err *err);
+
+#endif
