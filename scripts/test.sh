@@ -28,4 +28,30 @@ for flavour in ${XM_TEST_FLAVOURS:-plain asan}; do
         failed=1
     fi
 done
+
+# ---- fuzz (issue 3): fuzz/fuzz_request over every request-body route, built with clang
+# in its own build-fuzz/ under ASan+UBSan, for a fixed number of runs from the seed
+# corpus with a fixed seed (the same inputs every time, so the step cannot flake).
+# XM_TEST_FUZZ=0 skips it; XM_FUZZ_RUNS and XM_FUZZ_SEED (0: random) change the run.
+# A crash fails the command and leaves the input in build-fuzz/crash-*.
+if [ "${XM_TEST_FUZZ:-1}" != 0 ]; then
+    echo "== fuzz (fuzz_request, clang, ASan+UBSan)"
+    CC=clang cmake -S . -B build-fuzz -DXM_FUZZ=ON -DXM_SANITIZE=ON -DXM_TESTS=OFF \
+        -DXM_WERROR=ON >/dev/null
+    cmake --build build-fuzz --target fuzz_request -j"$(nproc)" >/dev/null
+    fuzz_work=$(mktemp -d)
+    fuzz_log=build-fuzz/fuzz_request.log
+    if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        timeout 120 build-fuzz/fuzz/fuzz_request -runs="${XM_FUZZ_RUNS:-100000}" \
+        -seed="${XM_FUZZ_SEED:-1}" -max_len=65536 -max_total_time=100 -timeout=10 \
+        -dict=fuzz/request.dict -artifact_prefix=build-fuzz/ -print_final_stats=1 \
+        "$fuzz_work" fuzz/corpus/request >"$fuzz_log" 2>&1; then
+        grep -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs' "$fuzz_log"
+    else
+        tail -n 60 "$fuzz_log"
+        echo "fuzz: fuzz_request failed (log: $fuzz_log)" >&2
+        failed=1
+    fi
+    rm -rf "$fuzz_work"
+fi
 exit $failed
