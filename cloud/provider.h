@@ -60,6 +60,28 @@ struct net_result {
     size_t n_resources;
 };
 
+/* A host's new VM, from its converted boot disk. */
+struct vm_launch_spec {
+    const char *migration;
+    const char *host;
+    const char *boot_image; /* what convert produced: AWS snapshot id, ... */
+    const char *arch;       /* "x86_64" or "arm64" */
+    const char *boot_mode;  /* "legacy-bios" or "uefi" */
+    const char *machine_type;
+    const char *subnet_id;
+    const char *firewall_id;
+    int public_ip;
+};
+
+struct vm_launch_result {
+    char image_id[PROVIDER_ID_MAX];
+    char instance_id[PROVIDER_ID_MAX];
+    char private_ip[64];
+    char public_ip[64];
+    char resources[4][PROVIDER_ID_MAX + 32];
+    size_t n_resources;
+};
+
 struct provider_ops {
     const char *cloud; /* "aws", "azure", "gcp" */
     /* secret: the opened credential (borrowed). New session, or NULL with err. */
@@ -70,6 +92,9 @@ struct provider_ops {
                           struct err *err);
     /* Remove everything the migration created, in dependency order. */
     int (*network_delete)(struct provider *p, const char *migration, struct err *err);
+    /* Register the image from the boot disk, start the VM, wait until it runs. */
+    int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
+                     struct vm_launch_result *out, struct err *err);
 };
 
 /* The table for a cloud, or NULL when xmigrate has none for it. */

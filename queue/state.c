@@ -70,6 +70,11 @@ int state_load_migration(struct redisContext *c, const char *id, struct mig_info
             goto out;
         }
     }
+    const char *net = field(h, "network");
+    if (net && !(out->network = json_loads(net, JSON_REJECT_DUPLICATES, NULL))) {
+        err_set(err, ERR_PERMANENT, "migration '%s': stored network record is not JSON", id);
+        goto out;
+    }
     out->hosts = json_array();
     for (size_t i = 0; i < names->elements; i++)
         json_array_append_new(out->hosts, json_string(names->element[i]->str));
@@ -86,6 +91,8 @@ void mig_info_release(struct mig_info *m)
 {
     json_decref(m->blueprint);
     json_decref(m->hosts);
+    json_decref(m->network);
+    m->network = NULL;
     m->blueprint = NULL;
     m->hosts = NULL;
 }

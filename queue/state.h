@@ -23,6 +23,7 @@ struct mig_info {
     char status[32];
     json_t *blueprint; /* new reference, or NULL when none was set */
     json_t *hosts;     /* new: array of host names, sorted */
+    json_t *network;   /* new: what the network phase recorded (ids), or NULL */
 };
 
 /* Load xm:mig:<id> and its hosts. 0, or -1 with err. */

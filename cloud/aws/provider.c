@@ -12,6 +12,7 @@
 
 #include "aws/aws.h"
 #include "aws/ec2net.h"
+#include "aws/vm.h"
 #include "config.h"
 #include "provider.h"
 #include "xmalloc.h"
@@ -109,10 +110,55 @@ static int aws_network_delete(struct provider *p, const char *migration, struct 
     return ec2net_delete(p->aws, migration, &report, err);
 }
 
+static void launch_resource(struct vm_launch_result *out, const char *kind, const char *id)
+{
+    if (id[0] && out->n_resources < XM_ARRAY_LEN(out->resources))
+        snprintf(out->resources[out->n_resources++], sizeof(out->resources[0]), "aws:%s:%s",
+                 kind, id);
+}
+
+/* RegisterImage from the snapshot (found again by name on a re-run), RunInstances (found
+ * again by tags), then wait for "running". */
+static int aws_vm_launch(struct provider *p, const struct vm_launch_spec *spec,
+                         struct vm_launch_result *out, struct err *err)
+{
+    memset(out, 0, sizeof(*out));
+    char name[160], image[VM_ID_MAX];
+    snprintf(name, sizeof(name), "xmigrate-%s-%s", spec->migration, spec->host);
+    struct vm_tags tags = {.migration = spec->migration, .host = spec->host, .name = name};
+    struct vm_image_spec is = {.snapshot_id = spec->boot_image,
+                               .name = name,
+                               .arch = spec->arch,
+                               .boot_mode = spec->boot_mode,
+                               .tags = tags};
+    if (vm_register_image(p->aws, &is, image, err) < 0 ||
+        vm_wait_image(p->aws, image, 600, err) < 0)
+        return -1;
+    xstrlcpy(out->image_id, image, sizeof(out->image_id));
+    launch_resource(out, "image", image);
+    struct vm_run_spec rs = {.image_id = image,
+                             .instance_type = spec->machine_type,
+                             .subnet_id = spec->subnet_id,
+                             .security_group_id = spec->firewall_id,
+                             .public_ip = spec->public_ip,
+                             .tags = tags};
+    struct vm_instance vm;
+    if (vm_run(p->aws, &rs, &vm, err) < 0)
+        return -1;
+    xstrlcpy(out->instance_id, vm.id, sizeof(out->instance_id));
+    launch_resource(out, "instance", vm.id);
+    if (vm_wait_running(p->aws, vm.id, 900, &vm, err) < 0)
+        return -1;
+    xstrlcpy(out->private_ip, vm.private_ip, sizeof(out->private_ip));
+    xstrlcpy(out->public_ip, vm.public_ip, sizeof(out->public_ip));
+    return 0;
+}
+
 const struct provider_ops aws_provider = {
     .cloud = "aws",
     .open = aws_open,
     .close = aws_close,
     .network_ensure = aws_network_ensure,
     .network_delete = aws_network_delete,
+    .vm_launch = aws_vm_launch,
 };

@@ -1,8 +1,11 @@
 /*
- * The network phase end to end for AWS: a real xm-network worker takes a network job
- * from Redis, opens the migration's sealed credential, builds the blueprint's network in
- * moto_server (SigV4 checking on), records ids and resources, and starts every host's
- * prep job. A second network job for the same migration creates nothing new.
+ * The cloud-facing phases end to end for AWS, against moto_server (SigV4 checking on):
+ * - network: a real xm-network worker takes a network job from Redis, opens the
+ *   migration's sealed credential, builds the blueprint's network, records ids and
+ *   resources, and starts every host's prep job; a second job creates nothing new;
+ * - import: a real xm-import worker takes a host's import job, registers the image from
+ *   the host's converted boot disk (an EBS snapshot) and starts the instance in the
+ *   blueprint's subnet, records it on the host; a second job starts nothing new.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,13 +18,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aws/aws.h"
+#include "aws/ebs.h"
 #include "harness.h"
 #include "secret.h"
 #include "xmalloc.h"
 
+#ifndef XM_IMPORT_BIN
+#error "XM_IMPORT_BIN must name the xm-import binary"
+#endif
 #ifndef XM_NETWORK_BIN
 #error "XM_NETWORK_BIN must name the xm-network binary"
 #endif
@@ -41,6 +49,7 @@ struct t {
     struct moto moto;
     redisContext *c;
     pid_t worker;
+    pid_t importer;
     char moto_log[300];
 };
 
@@ -60,6 +69,8 @@ static int teardown(void **state)
     struct t *t = *state;
     if (t->worker > 0)
         stop_process(t->worker, SIGTERM);
+    if (t->importer > 0)
+        stop_process(t->importer, SIGTERM);
     moto_stop(&t->moto);
     redisFree(t->c);
     rs_destroy(&t->srv);
@@ -86,20 +97,25 @@ static void seed(struct t *t, const char *mig, const char *secret_key)
     free(sealed);
 }
 
-static void start_worker(struct t *t)
+static pid_t start(struct t *t, const char *bin, const char *name)
 {
     char endpoint[128];
     snprintf(endpoint, sizeof(endpoint), "XM_AWS_ENDPOINT=%s", t->moto.endpoint);
     char *env[] = {endpoint,
                    "XM_MASTER_KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-                   "XM_CONSUMER=net1",
+                   "XM_CONSUMER=w1",
                    "XM_BLOCK_MS=100",
                    "XM_MAX_ATTEMPTS=2",
                    "XM_RETRY_BASE_MS=50",
                    "XM_LOG_LEVEL=debug",
                    NULL};
-    char *argv[] = {XM_NETWORK_BIN, NULL};
-    t->worker = spawn_worker(&t->srv, "network", argv, env);
+    char *argv[] = {(char *)bin, NULL};
+    return spawn_worker(&t->srv, name, argv, env);
+}
+
+static void start_worker(struct t *t)
+{
+    t->worker = start(t, XM_NETWORK_BIN, "network");
 }
 
 struct cond {
@@ -114,7 +130,7 @@ static int xlen_reaches(void *arg)
     return rs_int(k->t->c, "XLEN %s", k->key) >= k->n;
 }
 
-static char *vpc_count_xml(struct t *t, const char *mig)
+static struct aws *client(struct t *t)
 {
     struct aws_config cfg = {.access_key = t->moto.access_key,
                              .secret_key = t->moto.secret_key,
@@ -122,6 +138,14 @@ static char *vpc_count_xml(struct t *t, const char *mig)
                              .endpoint = t->moto.endpoint};
     struct err err = {0};
     struct aws *a = aws_new(&cfg, &err);
+    assert_non_null(a);
+    return a;
+}
+
+static char *vpc_count_xml(struct t *t, const char *mig)
+{
+    struct err err = {0};
+    struct aws *a = client(t);
     const char *params[] = {"Filter.1.Name", "tag:xmigrate:migration", "Filter.1.Value.1", mig,
                             NULL};
     char *xml = NULL;
@@ -193,6 +217,123 @@ static void test_bad_credential_fails_the_host_permanently(void **state)
     assert_int_equal(rs_int(t->c, "XLEN xm:q:prep"), 0);
 }
 
+static int host_done(void *arg)
+{
+    struct cond *k = arg;
+    char *s = rs_str(k->t->c, "HGET xm:host:%s status", k->key);
+    int ok = strcmp(s, "done") == 0;
+    free(s);
+    return ok || rs_int(k->t->c, "XLEN xm:dead") > 0;
+}
+
+/* A 1 GiB boot disk as convert leaves it: an EBS snapshot with a few blocks. */
+static void converted_disk(struct t *t, const char *mig, const char *host, char *snap_id)
+{
+    struct aws *a = client(t);
+    struct err err = {0};
+    struct ebs_tags tags = {.migration = mig, .host = host, .disk = "sda"};
+    struct ebs_snapshot snap;
+    assert_int_equal(ebs_start(a, 1, "boot disk", &tags, NULL, &snap, &err), 0);
+    unsigned char *block = xcalloc(1, (size_t)snap.block_size);
+    memcpy(block + 510, "\x55\xaa", 2); /* an MBR signature in block 0 */
+    assert_int_equal(ebs_put_block(a, &snap, 0, block, (size_t)snap.block_size, &err), 0);
+    assert_int_equal(ebs_complete(a, snap.id, 1, &err), 0);
+    assert_int_equal(ebs_wait_completed(a, snap.id, 60, &err), 0);
+    strcpy(snap_id, snap.id);
+    freeReplyObject(rs_cmd(t->c, "SADD xm:host:%s:%s:disks sda", mig, host));
+    freeReplyObject(
+        rs_cmd(t->c, "HSET xm:disk:%s:%s:sda image %s boot 1 size 1073741824", mig, host, snap.id));
+    free(block);
+    aws_free(a);
+}
+
+static void test_import_phase_starts_the_vm_once(void **state)
+{
+    struct t *t = *state;
+    seed(t, "mig-i1", t->moto.secret_key);
+    start_worker(t);
+    enqueue_job(t->c, "network", "mig-i1", "-", NULL, "{}");
+    struct cond k = {t, "xm:q:prep", 2};
+    assert_true(wait_until(xlen_reaches, &k, 60000));
+    char snap[64];
+    converted_disk(t, "mig-i1", "web1", snap);
+
+    t->importer = start(t, XM_IMPORT_BIN, "import");
+    enqueue_job(t->c, "import", "mig-i1", "web1", NULL, "{}");
+    struct cond done = {t, "mig-i1:web1", 0};
+    assert_true(wait_until(host_done, &done, 120000));
+    assert_int_equal(rs_int(t->c, "XLEN xm:dead"), 0);
+    char *instance = rs_str(t->c, "HGET xm:host:mig-i1:web1 instance_id");
+    char *ip = rs_str(t->c, "HGET xm:host:mig-i1:web1 private_ip");
+    assert_int_equal(strncmp(instance, "i-", 2), 0);
+    assert_int_equal(strncmp(ip, "10.60.1.", 8), 0); /* the blueprint's "web" subnet */
+
+    /* The instance is where the blueprint says, tagged with the migration and host. */
+    struct aws *a = client(t);
+    struct err err = {0};
+    const char *params[] = {"InstanceId.1", instance, NULL};
+    char *xml = NULL;
+    assert_int_equal(aws_ec2(a, "DescribeInstances", params, &xml, &err), 0);
+    char *net = rs_str(t->c, "HGET xm:mig:mig-i1 network");
+    char *subnet = aws_xml_text(xml, strlen(xml), "instancesSet/item/subnetId");
+    char *type = aws_xml_text(xml, strlen(xml), "instancesSet/item/instanceType");
+    assert_non_null(strstr(net, subnet));
+    assert_string_equal(type, "t3.small");
+    assert_non_null(strstr(xml, "xmigrate:host"));
+
+    /* Again: the same instance, no second one. */
+    enqueue_job(t->c, "import", "mig-i1", "web1", NULL, "{}");
+    k.key = "xm:events";
+    long long before = rs_int(t->c, "XLEN xm:q:import");
+    assert_int_equal(before, 2);
+    struct cond two = {t, "xm:q:import", 2};
+    assert_true(wait_until(xlen_reaches, &two, 1000));
+    /* Wait until the second job is settled (nothing pending), then count instances. */
+    long long deadline = mono_ms() + 120000;
+    for (;;) {
+        redisReply *p = rs_cmd(t->c, "XPENDING xm:q:import workers");
+        long long pend = p->element[0]->integer;
+        freeReplyObject(p);
+        redisReply *g = rs_cmd(t->c, "XINFO GROUPS xm:q:import");
+        long long read = 0;
+        for (size_t i = 0; i + 1 < g->element[0]->elements; i += 2)
+            if (strcmp(g->element[0]->element[i]->str, "entries-read") == 0)
+                read = g->element[0]->element[i + 1]->integer;
+        freeReplyObject(g);
+        if (read == 2 && pend == 0)
+            break;
+        assert_true(mono_ms() < deadline);
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    char *instance2 = rs_str(t->c, "HGET xm:host:mig-i1:web1 instance_id");
+    assert_string_equal(instance, instance2);
+    const char *filter[] = {"Filter.1.Name",
+                            "tag:xmigrate:migration",
+                            "Filter.1.Value.1",
+                            "mig-i1",
+                            "Filter.2.Name",
+                            "instance-state-name",
+                            "Filter.2.Value.1",
+                            "running",
+                            NULL};
+    char *all = NULL;
+    assert_int_equal(aws_ec2(a, "DescribeInstances", filter, &all, &err), 0);
+    size_t n = 0;
+    char **ids = aws_xml_all(all, strlen(all), "instanceId", &n);
+    assert_int_equal(n, 1);
+    aws_strv_free(ids, n);
+    free(all);
+    free(instance);
+    free(instance2);
+    free(ip);
+    free(xml);
+    free(net);
+    free(subnet);
+    free(type);
+    aws_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +341,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_credential_fails_the_host_permanently, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_import_phase_starts_the_vm_once, setup, teardown),
     };
     return cmocka_run_group_tests_name("integration.network_phase", tests, NULL, NULL);
 }

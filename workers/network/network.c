@@ -10,41 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "keys.h"
-#include "provider.h"
-#include "secret.h"
+#include "phase.h"
 #include "state.h"
 #include "worker.h"
 #include "xmalloc.h"
-
-/* Open the migration's cloud session: provider table, credential, region. */
-static struct provider *open_provider(struct redisContext *c, const struct mig_info *m,
-                                      const struct provider_ops **ops, struct err *err)
-{
-    unsigned char key[32];
-    if (secret_key_parse(xm_config.master_key, key, err) < 0)
-        return NULL;
-    *ops = provider_find(m->cloud);
-    if (!*ops) {
-        secret_wipe(key, sizeof(key));
-        err_set(err, ERR_PERMANENT, "no provider for cloud '%s'", m->cloud);
-        return NULL;
-    }
-    json_t *secret = NULL;
-    char kind[16];
-    struct provider *p = NULL;
-    if (state_open_credential(c, m->credential, key, &secret, kind, err) == 0) {
-        if (strcmp(kind, m->cloud) != 0)
-            err_set(err, ERR_PERMANENT, "credential '%s' is for %s, not %s", m->credential, kind,
-                    m->cloud);
-        else
-            p = (*ops)->open(secret, m->region, err);
-    }
-    json_decref(secret);
-    secret_wipe(key, sizeof(key));
-    return p;
-}
 
 static int network_handle(struct worker *w, const struct job *job, struct job_result *res,
                           struct err *err)
@@ -68,7 +38,7 @@ static int network_handle(struct worker *w, const struct job *job, struct job_re
     }
     if (provider_net_spec(m.blueprint, m.id, spec, err) < 0)
         goto out;
-    p = open_provider(c, &m, &ops, err);
+    p = phase_open_provider(c, &m, &ops, err);
     if (!p)
         goto out;
     if (ops->network_ensure(p, spec, out, err) < 0)
