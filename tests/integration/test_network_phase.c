@@ -64,6 +64,28 @@ static int setup(void **state)
     return 0;
 }
 
+/* 1 when no worker log in dir holds needle. */
+static int logs_free_of(const char *dir, const char *needle)
+{
+    const char *names[] = {"network.log", "import.log"};
+    int clean = 1;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "r");
+        char line[8192];
+        while (f && fgets(line, sizeof(line), f))
+            if (strstr(line, needle)) {
+                fprintf(stderr, "%s leaks a secret: %s", names[i], line);
+                clean = 0;
+            }
+        if (f)
+            fclose(f);
+    }
+    return clean;
+}
+
+/* Stop the workers, then fail the test if a log line carries a secret it was given. */
 static int teardown(void **state)
 {
     struct t *t = *state;
@@ -71,11 +93,15 @@ static int teardown(void **state)
         stop_process(t->worker, SIGTERM);
     if (t->importer > 0)
         stop_process(t->importer, SIGTERM);
+    int rc = logs_free_of(t->srv.dir, t->moto.secret_key) &&
+                     logs_free_of(t->srv.dir, "WRONGSECRET") && logs_free_of(t->srv.dir, master_hex)
+                 ? 0
+                 : -1;
     moto_stop(&t->moto);
     redisFree(t->c);
     rs_destroy(&t->srv);
     free(t);
-    return 0;
+    return rc;
 }
 
 /* The state xm-api writes for an approved migration, with its credential sealed. */
