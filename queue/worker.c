@@ -652,10 +652,20 @@ static int append_done(struct worker *w, const struct job *job, const struct job
     } else {
         queued += append_host_state(w, job, last ? HOST_DONE : HOST_WAITING, job->phase, "");
     }
-    for (size_t i = 0; i < res->n_hsets; i++) {
-        const char *h[] = {"HSET", res->hsets[i].key, res->hsets[i].field, res->hsets[i].value};
-        redisAppendCommandArgv(w->ctx, 4, h, NULL);
+    /* The handler's fields, one HSET per run of the same key. */
+    for (size_t i = 0; i < res->n_hsets;) {
+        struct cmd *c = &w->cmd;
+        cmd_reset(c);
+        cmd_arg(c, "HSET");
+        cmd_arg(c, res->hsets[i].key);
+        size_t j = i;
+        for (; j < res->n_hsets && strcmp(res->hsets[j].key, res->hsets[i].key) == 0; j++) {
+            cmd_arg(c, res->hsets[j].field);
+            cmd_arg(c, res->hsets[j].value);
+        }
+        cmd_append(w->ctx, c);
         queued++;
+        i = j;
     }
     append_event(w, job, last ? "job.done" : "job.joined", next_phase, res->message, picked_us,
                  NULL, ERR_NONE);
@@ -846,7 +856,77 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
     return err_set(err, ERR_TRANSIENT, "settle: too much contention on job '%s'", job->id);
 }
 
+/*
+ * Settle several finished jobs (plain DONE, no fan-in group) in ONE MULTI/EXEC: one
+ * WATCH over all their done keys, one read of them, one transaction holding each job's
+ * ack and hand-off. Each job's completion stays atomic (it is inside one transaction);
+ * the batch saves a round trip and a Redis fsync per job. Same contract as settle().
+ */
+static int settle_many(struct worker *w, struct job *const *jobs,
+                       const struct job_result *const *res, size_t n, long long picked_us,
+                       struct err *err)
+{
+    char(*keys)[200] = xcalloc(n, sizeof(*keys));
+    int *done = xcalloc(n, sizeof(*done));
+    int rc = -1;
+    struct cmd *c = &w->cmd;
+    for (size_t i = 0; i < n; i++)
+        snprintf(keys[i], sizeof(keys[i]), XM_DONE_FMT, jobs[i]->id);
+    for (int tries = 0; tries < 100; tries++) {
+        cmd_reset(c);
+        cmd_arg(c, "WATCH");
+        for (size_t i = 0; i < n; i++)
+            cmd_arg(c, keys[i]);
+        cmd_append(w->ctx, c);
+        cmd_reset(c);
+        cmd_arg(c, "MGET");
+        for (size_t i = 0; i < n; i++)
+            cmd_arg(c, keys[i]);
+        cmd_append(w->ctx, c);
+        redisReply *r[2];
+        if (get_replies(w, r, 2, err) < 0 || conn_reply_check(w->ctx, r[0], err) < 0 ||
+            conn_reply_check(w->ctx, r[1], err) < 0) {
+            free_replies(r, 2);
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            done[i] = r[1]->type == REDIS_REPLY_ARRAY && i < r[1]->elements &&
+                      r[1]->element[i]->type == REDIS_REPLY_STRING;
+        free_replies(r, 2);
+
+        const char *multi[] = {"MULTI"};
+        redisAppendCommandArgv(w->ctx, 1, multi, NULL);
+        int queued = 1;
+        for (size_t i = 0; i < n; i++) {
+            append_xack(w, jobs[i]->entry);
+            queued++;
+            if (done[i])
+                continue; /* settled by someone else: only leave our PEL */
+            queued += append_done(w, jobs[i], res[i], keys[i], NULL, 1, picked_us);
+        }
+        crash_point(w, "in_multi");
+        crash_point(w, "before_exec");
+        int st = exec_tx(w, queued, err);
+        if (st < 0)
+            goto out;
+        crash_point(w, "after_exec");
+        if (st == 0) {
+            rc = 0;
+            goto out;
+        }
+    }
+    err_set(err, ERR_TRANSIENT, "settle: too much contention on a batch of %zu jobs", n);
+out:
+    free(keys);
+    free(done);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- running jobs */
+
+/* A job whose handler finished within this many ms may wait for the rest of its batch
+ * to be settled with it; a slower one is settled at once, so it is never held up. */
+#define SETTLE_BATCH_MS 5
 
 /* Settle, reconnecting through Redis outages until done or told to stop. */
 static int settle_retrying(struct worker *w, const struct job *job, enum settle how,
@@ -873,7 +953,37 @@ static int settle_retrying(struct worker *w, const struct job *job, enum settle 
     }
 }
 
-static void run_job(struct worker *w, struct job *job, long long picked_us)
+/* settle_many(), reconnecting through Redis outages like settle_retrying(). */
+static int settle_many_retrying(struct worker *w, struct job *const *jobs,
+                                const struct job_result *const *res, size_t n, long long picked_us)
+{
+    for (;;) {
+        struct err err = {0};
+        if (!w->ctx) {
+            w->ctx = conn_open_retry(&stop_flag, &err);
+            if (!w->ctx)
+                return -1;
+        }
+        if (settle_many(w, jobs, res, n, picked_us, &err) == 0)
+            return 0;
+        if (err.kind == ERR_PERMANENT) {
+            log_error("cannot settle a batch of jobs", "consumer=%s jobs=%zu error=\"%s\"",
+                      w->consumer, n, err.msg);
+            return -1;
+        }
+        conn_lost(w, &err);
+        if (stop_flag)
+            return -1;
+    }
+}
+
+/*
+ * Run one job's handler and settle it. When it succeeded quickly with no fan-in group
+ * and `may_defer` is set, it is not settled here: the result goes to *deferred (the
+ * caller settles it with its batch) and 1 is returned; otherwise 0.
+ */
+static int run_job(struct worker *w, struct job *job, long long picked_us, int may_defer,
+                   struct job_result *deferred)
 {
     struct job_result res = {0};
     struct err jerr = {0};
@@ -905,13 +1015,18 @@ static void run_job(struct worker *w, struct job *job, long long picked_us)
                  w->consumer, job->migration, job->host, job->disk, job->id, job->entry,
                  job->attempt, err_kind_str(jerr.kind), log_quote(qerr, sizeof(qerr), jerr.msg));
     }
+    set_current(w, NULL);
+    if (how == SETTLE_DONE && may_defer && !job->group[0] && took < SETTLE_BATCH_MS) {
+        *deferred = res;
+        return 1;
+    }
     if (settle_retrying(w, job, how, &res, &jerr, picked_us) == 0) {
         pthread_mutex_lock(&w->mu);
         w->jobs_done++;
         pthread_mutex_unlock(&w->mu);
     }
-    set_current(w, NULL);
     job_result_release(&res);
+    return 0;
 }
 
 /* A stream entry that is not a valid job goes to xm:dead as it is. */
@@ -995,6 +1110,29 @@ static void start_batch(struct worker *w, struct job *jobs, const int *ok, int *
     free(marks);
 }
 
+/* Settle the deferred jobs of a batch together, then let them go. */
+static void flush_deferred(struct worker *w, struct job **jobs, struct job_result *res, size_t *n,
+                           long long picked)
+{
+    if (*n == 0)
+        return;
+    const struct job_result **rp = xcalloc(*n, sizeof(*rp));
+    for (size_t i = 0; i < *n; i++)
+        rp[i] = &res[i];
+    if (settle_many_retrying(w, jobs, rp, *n, picked) == 0) {
+        pthread_mutex_lock(&w->mu);
+        w->jobs_done += (long long)*n;
+        pthread_mutex_unlock(&w->mu);
+    }
+    for (size_t i = 0; i < *n; i++) {
+        inhand_remove(w, jobs[i]->entry);
+        job_result_release(&res[i]);
+        job_release(jobs[i]);
+    }
+    free(rp);
+    *n = 0;
+}
+
 /* Run every entry of an XREADGROUP/XAUTOCLAIM entries array. */
 static void run_entries(struct worker *w, const redisReply *entries, int takeover)
 {
@@ -1003,6 +1141,10 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
     struct err *perr = xcalloc(n ? n : 1, sizeof(*perr));
     int *ok = xcalloc(n ? n : 1, sizeof(*ok));
     int *cancelled = xcalloc(n ? n : 1, sizeof(*cancelled));
+    /* Jobs that finished quickly, settled together (settle_many) at the end. */
+    struct job **dj = xcalloc(n ? n : 1, sizeof(*dj));
+    struct job_result *dres = xcalloc(n ? n : 1, sizeof(*dres));
+    size_t nd = 0;
     long long picked = job_now_us();
 
     for (size_t i = 0; i < n; i++) {
@@ -1038,12 +1180,18 @@ static void run_entries(struct worker *w, const redisReply *entries, int takeove
                              "deliveries=%lld",
                              w->consumer, jobs[i].migration, jobs[i].host, jobs[i].id,
                              jobs[i].entry, deliveries);
-                run_job(w, &jobs[i], picked);
+                if (run_job(w, &jobs[i], picked, 1, &dres[nd])) {
+                    dj[nd++] = &jobs[i];
+                    continue; /* still in hand until the batch is settled */
+                }
             }
         }
         inhand_remove(w, jobs[i].entry);
         job_release(&jobs[i]);
     }
+    flush_deferred(w, dj, dres, &nd, picked);
+    free(dj);
+    free(dres);
     free(jobs);
     free(perr);
     free(ok);
