@@ -10,6 +10,7 @@ pkgs=(
     redis-server redis-tools json-schema-test-suite nodejs
     wrk
     prometheus
+    docker-compose
 )
 
 # Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource
