@@ -32,6 +32,10 @@ void mig_host_retry(struct api_req *r);
 void mig_host_phase(struct api_req *r);
 void mig_discovery_callback(struct api_req *r);
 
+/* agent.c */
+void agent_urls(struct api_req *r);
+void agent_progress(struct api_req *r);
+
 /* sse.c */
 void mig_events(struct api_req *r);
 

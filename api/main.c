@@ -47,6 +47,10 @@ static const struct route routes[] = {
     {EVHTTP_REQ_POST, "/v1/migrations/{}/hosts/{}/phases/{}", "hosts.phase", AUTH_TOKEN, NULL,
      mig_host_phase},
     {EVHTTP_REQ_GET, "/v1/migrations/{}/events", "migrations.events", AUTH_TOKEN, NULL, mig_events},
+    {EVHTTP_REQ_POST, "/v1/agent/{}/{}/{}/urls", "agent.urls", AUTH_CALLBACK, "agent_urls",
+     agent_urls},
+    {EVHTTP_REQ_POST, "/v1/agent/{}/{}/{}/progress", "agent.progress", AUTH_CALLBACK,
+     "agent_progress", agent_progress},
     {EVHTTP_REQ_POST, "/v1/callbacks/discovery/{}", "callbacks.discovery", AUTH_CALLBACK, "facts",
      mig_discovery_callback},
 };

@@ -92,6 +92,20 @@ struct provider_ops {
                           struct err *err);
     /* Remove everything the migration created, in dependency order. */
     int (*network_delete)(struct provider *p, const char *migration, struct err *err);
+    /*
+     * Make sure the object storage that receives a migration's disk chunks exists (AWS:
+     * an encrypted, private S3 bucket whose xmigrate/ objects expire), named in
+     * bucket (at least 64 bytes). Blocks on the cloud.
+     */
+    int (*storage_ensure)(struct provider *p, char *bucket, size_t size, struct err *err);
+    /*
+     * Write URLs needing no credentials (AWS: presigned PUT) for chunks indexes[0..n) of
+     * one disk, and for its manifest, valid for expires seconds. urls[i] and *manifest
+     * are new strings. Local signing only: no call to the cloud.
+     */
+    int (*write_urls)(struct provider *p, const char *migration, const char *host, const char *disk,
+                      const long long *indexes, size_t n, long expires, char **urls,
+                      char **manifest, struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);

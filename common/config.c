@@ -87,6 +87,8 @@ static const struct config_var vars[] = {
     STR("XM_SCHEMAS_DIR", schemas_dir, XM_SCHEMAS_DEFAULT, NULL, "folder of JSON Schemas"),
     STR("XM_AWS_ENDPOINT", aws_endpoint, "", NULL,
         "base URL for every AWS service (an emulator); empty: AWS itself"),
+    STR("XM_AWS_BUCKET", aws_bucket, "", NULL,
+        "S3 bucket for disk chunks; empty: xmigrate-<hash of key and region>"),
     STR("XM_TLS_CA_FILE", tls_ca_file, "", NULL, "CA bundle for cloud endpoints; empty: system"),
     SECRET("XM_MASTER_KEY", master_key, "AES-256-GCM key for secrets at rest (64 hex digits)"),
     SECRET("XM_BOOTSTRAP_TOKEN", bootstrap_token,

@@ -49,6 +49,7 @@ struct config {
     /* clouds */
     char *aws_endpoint; /* one base URL for every AWS service (tests: moto); empty: AWS */
     char *tls_ca_file;
+    char *aws_bucket; /* chunk bucket; empty: one derived from the access key and region */
     /* secrets */
     char *master_key;
     char *bootstrap_token;

@@ -12,13 +12,16 @@
 
 #include "aws/aws.h"
 #include "aws/ec2net.h"
+#include "aws/s3.h"
 #include "aws/vm.h"
 #include "config.h"
 #include "provider.h"
+#include "secret.h"
 #include "xmalloc.h"
 
 struct provider {
     struct aws *aws;
+    char access_key[129];
 };
 
 static struct provider *aws_open(const json_t *secret, const char *region, struct err *err)
@@ -46,6 +49,7 @@ static struct provider *aws_open(const json_t *secret, const char *region, struc
         return NULL;
     struct provider *p = xcalloc(1, sizeof(*p));
     p->aws = a;
+    xstrlcpy(p->access_key, key, sizeof(p->access_key));
     return p;
 }
 
@@ -113,8 +117,8 @@ static int aws_network_delete(struct provider *p, const char *migration, struct 
 static void launch_resource(struct vm_launch_result *out, const char *kind, const char *id)
 {
     if (id[0] && out->n_resources < XM_ARRAY_LEN(out->resources))
-        snprintf(out->resources[out->n_resources++], sizeof(out->resources[0]), "aws:%s:%s",
-                 kind, id);
+        snprintf(out->resources[out->n_resources++], sizeof(out->resources[0]), "aws:%s:%s", kind,
+                 id);
 }
 
 /* RegisterImage from the snapshot (found again by name on a re-run), RunInstances (found
@@ -154,6 +158,53 @@ static int aws_vm_launch(struct provider *p, const struct vm_launch_spec *spec,
     return 0;
 }
 
+/* The migration chunks' bucket: XM_AWS_BUCKET, or one per access key and region
+ * ("xmigrate-<12 hex of sha256(key, region)>"), so no account lookup is needed. */
+static void bucket_name(struct provider *p, char *out, size_t size)
+{
+    if (xm_config.aws_bucket && xm_config.aws_bucket[0]) {
+        xstrlcpy(out, xm_config.aws_bucket, size);
+        return;
+    }
+    char both[256], sha[65];
+    snprintf(both, sizeof(both), "%s/%s", p->access_key, aws_region(p->aws));
+    secret_sha256_hex(both, strlen(both), sha);
+    snprintf(out, size, "xmigrate-%.12s", sha);
+}
+
+static int aws_storage_ensure(struct provider *p, char *bucket, size_t size, struct err *err)
+{
+    bucket_name(p, bucket, size);
+    return s3_bucket_ensure(p->aws, bucket, 30, err);
+}
+
+static int aws_write_urls(struct provider *p, const char *migration, const char *host,
+                          const char *disk, const long long *indexes, size_t n, long expires,
+                          char **urls, char **manifest, struct err *err)
+{
+    char bucket[64], key[512];
+    bucket_name(p, bucket, sizeof(bucket));
+    for (size_t i = 0; i < n; i++)
+        urls[i] = NULL;
+    *manifest = NULL;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "xmigrate/%s/%s/%s/%lld.zst", migration, host, disk, indexes[i]);
+        urls[i] = s3_presign(p->aws, "PUT", bucket, key, expires, err);
+        if (!urls[i])
+            goto fail;
+    }
+    snprintf(key, sizeof(key), "xmigrate/%s/%s/%s/manifest.json", migration, host, disk);
+    *manifest = s3_presign(p->aws, "PUT", bucket, key, expires, err);
+    if (*manifest)
+        return 0;
+fail:
+    for (size_t i = 0; i < n; i++) {
+        free(urls[i]);
+        urls[i] = NULL;
+    }
+    return -1;
+}
+
 const struct provider_ops aws_provider = {
     .cloud = "aws",
     .open = aws_open,
@@ -161,4 +212,6 @@ const struct provider_ops aws_provider = {
     .network_ensure = aws_network_ensure,
     .network_delete = aws_network_delete,
     .vm_launch = aws_vm_launch,
+    .storage_ensure = aws_storage_ensure,
+    .write_urls = aws_write_urls,
 };

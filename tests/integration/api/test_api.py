@@ -947,7 +947,56 @@ class ApiTest(Base):
         self.assertError(X.client.get("/v1/migrations/" + mig, token=tok), 401)
         self.assertError(X.client.get("/v1/migrations/%s/events" % mig, token=tok), 401)
 
-    # ---- events
+    # ---- agent (xm-agent during clone)
+
+    def test_agent_urls_and_progress(self):
+        mig = create_mig(("h1",))
+        tok = X.secret(rand_alnum(43))
+        X.redis("HSET", "xm:mig:" + mig, "callback_sha", sha256_hex(tok))
+        base = "/v1/agent/%s/h1/sda" % mig
+        r = X.client.post(base + "/urls", {"chunks": [0, 7, 123456]}, token=tok)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(r.json["urls"]), ["0", "123456", "7"])
+        for idx, url in r.json["urls"].items():
+            self.assertRegex(url, r"^https://s3\.[a-z0-9-]+\.amazonaws\.com/xmigrate-[0-9a-f]{12}/"
+                             r"xmigrate/%s/h1/sda/%s\.zst\?" % (mig, idx))
+            self.assertIn("X-Amz-Signature=", url)
+            self.assertIn("X-Amz-Expires=3600", url)
+        self.assertIn("/xmigrate/%s/h1/sda/manifest.json?" % mig, r.json["manifest_url"])
+        self.assertGreater(r.json["expires"], time.time() + 3000)
+        # an empty batch is fine (the manifest URL alone)
+        self.assertEqual(X.client.post(base + "/urls", {"chunks": []}, token=tok).status, 200)
+
+        prog = {"bytes_read": 33554432, "bytes_sent": 1048576, "bytes_stored": 1048576,
+                "device_size": 1073741824, "chunks_done": 2, "chunks_total": 64,
+                "chunks_skipped": 0, "rate_bps": 1e6, "eta_s": 30, "phase": "copy",
+                "consistency": "crash-consistent"}
+        r = X.client.post(base + "/progress", prog, token=tok)
+        self.assertEqual(r.status, 202, r)
+        d = X.redis.hgetall("xm:disk:%s:h1:sda" % mig)
+        self.assertEqual((d["bytes_copied"], d["size"], d["clone_phase"]),
+                         ("33554432", "1073741824", "copy"))
+        self.assertIn("sda", X.redis("SMEMBERS", "xm:host:%s:h1:disks" % mig))
+        self.assertIn("clone.progress", [e["type"] for e in events_of(mig)])
+        g = X.client.get("/v1/migrations/" + mig)
+        disks = g.json["hosts"][0]["disks"]
+        self.assertEqual((disks[0]["id"], disks[0]["bytes_copied"], disks[0]["size"]),
+                         ("sda", 33554432, 1073741824))
+
+        # bad input and the wrong door
+        self.assertError(X.client.post(base + "/urls", {"chunks": [-1]}, token=tok), 400,
+                         "invalid_request", "/chunks/0")
+        self.assertError(X.client.post(base + "/urls", {"chunks": [3, 3]}, token=tok), 400,
+                         "invalid_request", "/chunks")
+        self.assertError(X.client.post(base + "/progress", {"phase": "copy"}, token=tok), 400,
+                         "invalid_request")
+        self.assertError(X.client.post("/v1/agent/%s/h9/sda/urls" % mig, {"chunks": [0]},
+                                       token=tok), 404, "not_found")
+        self.assertError(X.client.post(base + "/urls", {"chunks": [0]}, token=X.token), 403,
+                         "forbidden")
+        self.assertError(X.client.post(base + "/urls", {"chunks": [0]}, token=""), 401,
+                         "unauthorized")
+
 
     def test_events_sse_and_resume(self):
         a = create_mig(("h1",))
