@@ -1,5 +1,11 @@
 #include "config.h"
 
+#ifndef XM_PLAYBOOKS_DEFAULT
+#define XM_PLAYBOOKS_DEFAULT "/usr/share/xmigrate/playbooks"
+#endif
+#ifndef XM_AGENT_DEFAULT
+#define XM_AGENT_DEFAULT "/usr/lib/xmigrate/xm-agent"
+#endif
 #ifndef XM_SCHEMAS_DEFAULT
 #define XM_SCHEMAS_DEFAULT "/usr/share/xmigrate/schemas"
 #endif
@@ -90,6 +96,14 @@ static const struct config_var vars[] = {
     STR("XM_AWS_BUCKET", aws_bucket, "", NULL,
         "S3 bucket for disk chunks; empty: xmigrate-<hash of key and region>"),
     STR("XM_TLS_CA_FILE", tls_ca_file, "", NULL, "CA bundle for cloud endpoints; empty: system"),
+    STR("XM_PLAYBOOKS_DIR", playbooks_dir, XM_PLAYBOOKS_DEFAULT, NULL, "folder of playbooks"),
+    STR("XM_AGENT_PATH", agent_path, XM_AGENT_DEFAULT, NULL,
+        "the static xm-agent binary copied to source servers"),
+    STR("XM_AGENT_API_URL", agent_api_url, "", NULL,
+        "xm-api's URL as source servers reach it (clone phase)"),
+    INT("XM_AGENT_PARALLEL", agent_parallel, "4", 1, 64, "uploads in flight per disk"),
+    INT("XM_AGENT_LIMIT_MBPS", agent_limit_mbps, "0", 0, 100000,
+        "bandwidth cap per disk copy in Mbit/s (0: none)"),
     SECRET("XM_MASTER_KEY", master_key, "AES-256-GCM key for secrets at rest (64 hex digits)"),
     SECRET("XM_BOOTSTRAP_TOKEN", bootstrap_token,
            "API token stored at start-up when no token exists yet"),

@@ -50,6 +50,12 @@ struct config {
     char *aws_endpoint; /* one base URL for every AWS service (tests: moto); empty: AWS */
     char *tls_ca_file;
     char *aws_bucket; /* chunk bucket; empty: one derived from the access key and region */
+    /* Ansible phases */
+    char *playbooks_dir;
+    char *agent_path;    /* the static xm-agent binary copied to sources */
+    char *agent_api_url; /* how a source server reaches xm-api */
+    long long agent_parallel;
+    long long agent_limit_mbps;
     /* secrets */
     char *master_key;
     char *bootstrap_token;

@@ -11,6 +11,7 @@ pkgs=(
     wrk
     prometheus
     docker-compose
+    ansible-core openssh-server openssh-client iproute2
 )
 
 # Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource

@@ -1,0 +1,253 @@
+/*
+ * xm-clone: the clone phase of one host. Makes sure the cloud's object storage exists,
+ * then runs playbooks/clone.yml, which copies xm-agent to the source server and runs it
+ * once per disk: the agent reads the disk, hashes, compresses and uploads its chunks to
+ * presigned URLs it asks the API for, and writes the manifest last. On success one
+ * convert job per disk is handed off as a fan-in group (the last converted disk starts
+ * the import).
+ *
+ * The disks are the host's discovered disks (facts "disks": [{name, device}]), or the
+ * job's payload "disks" when given (an operator re-running clone for some disks).
+ * Failures: the host unreachable, or the agent giving up on the network (exit 6), are
+ * transient; a device that cannot be read (3), a URL or token refused (4), storage full
+ * (5) and anything else are permanent, with the agent's message on the host.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ansible.h"
+#include "config.h"
+#include "conn.h"
+#include "job.h"
+#include "keys.h"
+#include "phase.h"
+#include "secret.h"
+#include "worker.h"
+#include "xmalloc.h"
+
+#define MAX_DISKS 64
+
+/* SHA-256 hex of a file (the agent binary), so the playbook can verify its copy. */
+static int file_sha256(const char *path, char out[65], struct err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(err, ERR_PERMANENT, "xm-agent not found at '%s' (XM_AGENT_PATH): %s", path,
+                       strerror(errno));
+    size_t cap = 1 << 20, len = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (len == cap)
+            buf = xrealloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    secret_sha256_hex(buf, len, out);
+    free(buf);
+    return 0;
+}
+
+/* The disks to copy: payload "disks" or the discovered facts' "disks", each checked. */
+static json_t *disks_of(struct redisContext *c, const struct job *job, struct err *err)
+{
+    json_t *payload = json_loads(job->payload, 0, NULL);
+    json_t *list = json_incref(json_object_get(payload, "disks"));
+    json_decref(payload);
+    if (!list) {
+        char key[300];
+        snprintf(key, sizeof(key), XM_FACTS_FMT, job->migration, job->host);
+        redisReply *r = conn_cmd(c, err, 2, (const char *[]){"GET", key});
+        if (!r)
+            return NULL;
+        json_t *facts = r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
+        freeReplyObject(r);
+        list = json_incref(json_object_get(facts, "disks"));
+        json_decref(facts);
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *dev = json_string_value(json_object_get(d, "device"));
+        if (json_is_true(json_object_get(d, "skip")))
+            continue;
+        if (!job_valid_ident(name) || !ansible_valid_device(dev)) {
+            err_set(err, ERR_PERMANENT, "disk %zu of host '%s': name or device is not valid", i,
+                    job->host);
+            json_decref(out);
+            out = NULL;
+            break;
+        }
+        json_array_append_new(out, json_pack("{s:s, s:s}", "name", name, "device", dev));
+    }
+    json_decref(list);
+    if (out && (json_array_size(out) == 0 || json_array_size(out) > MAX_DISKS)) {
+        err_set(err, ERR_PERMANENT,
+                "host '%s' has no disks to clone (discovery found none, or all are skipped)",
+                job->host);
+        json_decref(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* The migration's callback token, opened from its sealed copy (new, wipe and free). */
+static char *callback_token(struct redisContext *c, const char *mig, const unsigned char *key,
+                            struct err *err)
+{
+    char k[256];
+    snprintf(k, sizeof(k), XM_MIG_FMT, mig);
+    redisReply *r = conn_cmd(c, err, 3, (const char *[]){"HGET", k, "callback_sealed"});
+    if (!r)
+        return NULL;
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    if (r->type != REDIS_REPLY_STRING)
+        err_set(err, ERR_PERMANENT, "migration '%s' has no callback token", mig);
+    else
+        secret_open(key, mig, r->str, &plain, &len, err);
+    freeReplyObject(r);
+    return (char *)plain;
+}
+
+static int clone_handle(struct worker *w, const struct job *job, struct job_result *res,
+                        struct err *err)
+{
+    struct redisContext *c = worker_redis(w);
+    if (!c)
+        return err_set(err, ERR_TRANSIENT, "redis connection lost");
+    if (!xm_config.agent_api_url[0])
+        return err_set(err, ERR_PERMANENT,
+                       "XM_AGENT_API_URL is not set: sources cannot reach "
+                       "the API");
+    struct mig_info m;
+    if (state_load_migration(c, job->migration, &m, err) < 0)
+        return -1;
+    int rc = -1;
+    unsigned char key[32];
+    int have_key = 0;
+    json_t *disks = NULL, *ssh = NULL, *vars = NULL;
+    redisReply *host = NULL;
+    char *token = NULL;
+    struct provider *p = NULL;
+    const struct provider_ops *ops = NULL;
+    char sha[65], kind[16], bucket[128];
+
+    if (secret_key_parse(xm_config.master_key, key, err) < 0)
+        goto out;
+    have_key = 1;
+    if (!(disks = disks_of(c, job, err)) || file_sha256(xm_config.agent_path, sha, err) < 0)
+        goto out;
+    char hkey[300];
+    snprintf(hkey, sizeof(hkey), XM_HOST_FMT, m.id, job->host);
+    host = conn_cmd(c, err, 5, (const char *[]){"HMGET", hkey, "address", "port", "credential"});
+    if (!host)
+        goto out;
+    if (host->element[0]->type != REDIS_REPLY_STRING ||
+        host->element[2]->type != REDIS_REPLY_STRING) {
+        err_set(err, ERR_PERMANENT, "host '%s' of migration '%s' has no address or credential",
+                job->host, m.id);
+        goto out;
+    }
+    if (state_open_credential(c, host->element[2]->str, key, &ssh, kind, err) < 0)
+        goto out;
+    if (strcmp(kind, "ssh") != 0) {
+        err_set(err, ERR_PERMANENT, "credential '%s' is for %s, not ssh", host->element[2]->str,
+                kind);
+        goto out;
+    }
+    /* The storage must exist before the agent writes to it. */
+    p = phase_open_provider(c, &m, &ops, err);
+    if (!p || !ops->storage_ensure || ops->storage_ensure(p, bucket, sizeof(bucket), err) < 0)
+        goto out;
+    if (!(token = callback_token(c, m.id, key, err)))
+        goto out;
+
+    const char *user = json_string_value(json_object_get(ssh, "user"));
+    json_t *opts = json_array();
+    json_array_append_new(opts, json_string("--parallel"));
+    json_array_append_new(opts, json_integer(xm_config.agent_parallel));
+    if (xm_config.agent_limit_mbps) {
+        json_array_append_new(opts, json_string("--limit-mbps"));
+        json_array_append_new(opts, json_integer(xm_config.agent_limit_mbps));
+    }
+    vars =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:o, s:b}", "xm_agent_src",
+                  xm_config.agent_path, "xm_agent_sha256", sha, "xm_api", xm_config.agent_api_url,
+                  "xm_migration", m.id, "xm_host", job->host, "xm_token", token, "xm_disks", disks,
+                  "xm_agent_opts", opts, "xm_become", user && strcmp(user, "root") != 0);
+    struct ansible_target t = {
+        .name = job->host,
+        .address = host->element[0]->str,
+        .port = host->element[1]->type == REDIS_REPLY_STRING
+                    ? (int)strtol(host->element[1]->str, NULL, 10)
+                    : 22,
+        .user = user,
+        .private_key = json_string_value(json_object_get(ssh, "private_key")),
+        .password = json_string_value(json_object_get(ssh, "password")),
+        .become_password = json_string_value(json_object_get(ssh, "become_password")),
+    };
+    char playbook[512], ctx[300];
+    snprintf(playbook, sizeof(playbook), "%s/clone.yml", xm_config.playbooks_dir);
+    snprintf(ctx, sizeof(ctx), "migration=%s host=%s job=%s", m.id, job->host, job->id);
+    struct ansible_result ar;
+    if (ansible_run(playbook, &t, vars, ctx, &ar, err) < 0) {
+        /* The agent's exit code says what failed (agent/README.md). */
+        if (ar.task_rc == 6)
+            err->kind = ERR_TRANSIENT;
+        goto out;
+    }
+
+    /* One convert job per disk, joined again before import. */
+    size_t i;
+    json_t *d;
+    json_array_foreach(disks, i, d)
+    {
+        const char *name = json_string_value(json_object_get(d, "name"));
+        char *payload = xasprintf("{\"bucket\":\"%s\",\"manifest\":\"xmigrate/%s/%s/%s/"
+                                  "manifest.json\"}",
+                                  bucket, m.id, job->host, name);
+        job_result_next(res, "convert", name, payload);
+        free(payload);
+    }
+    job_result_fanout(res);
+    job_result_message(res, "%zu disks copied", json_array_size(disks));
+    rc = 0;
+out:
+    if (p)
+        ops->close(p);
+    if (token) {
+        secret_wipe(token, strlen(token));
+        free(token);
+    }
+    if (have_key)
+        secret_wipe(key, sizeof(key));
+    json_decref(vars);
+    json_decref(disks);
+    json_decref(ssh);
+    if (host)
+        freeReplyObject(host);
+    mig_info_release(&m);
+    return rc;
+}
+
+int main(void)
+{
+    static const struct worker_ops ops = {
+        .name = "xm-clone",
+        .phase = "clone",
+        .handle = clone_handle,
+    };
+    return worker_main(&ops);
+}
