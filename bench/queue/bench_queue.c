@@ -6,7 +6,7 @@
  * redis-server of our own started the production way (AOF on, appendfsync always).
  * `redis-benchmark` XADD against the same server in the same run is the baseline.
  *
- * Method, per run:
+ * Backlog runs (1 and 2 workers per stage), each:
  *   1. FLUSHALL, then BGREWRITEAOF so every run starts from a small AOF.
  *   2. Enqueue the N jobs into xm:q:s1 (pipelined XADD of the full job envelope) before
  *      any worker exists, so what is timed is the sustained pipeline, not the producer.
@@ -16,11 +16,19 @@
  *      `picked - enqueued` from its job.done event: from the moment the previous stage
  *      built the transaction that enqueued it until a worker of this stage read it.
  *   5. Redis work per transition from INFO commandstats deltas; CPU of redis-server, of
- *      the workers and of the whole machine from /proc over the timed window.
+ *      its AOF rewrite children, of the workers and of the whole machine from /proc over
+ *      the timed window.
+ * With a backlog, hand-off latency is mostly queueing; the paced runs measure it at a
+ * given load: workers first, then a producer XADDs jobs at RATE/6 per second for S
+ * seconds, timed from the first XADD to the last job.done (same figures otherwise).
  *
- *   bench_queue [--jobs N] [--batch B] [--fsync always|everysec|always,everysec]
- *               [--noop PATH]
+ * The figures mean nothing if other processes compete for the cores: the program waits
+ * (bounded) for an idle machine first, and flags every run during which something else
+ * was busy (`trustworthy=0`).
  *
+ *   bench_queue [--jobs N] [--batch B] [--paced RATE,...|none] [--paced-s S]
+ *               [--quiet-wait S] [--fsync always|everysec|always,everysec] [--noop PATH]
+
  * A human-readable report and `queue.*=value` lines for scripts on stdout (the figures
  * of appendfsync always under `queue.`, of everysec under `queue.everysec.`), progress on
  * stderr. Exits 0 after a complete run, whether or not the targets are met (see
@@ -178,14 +186,16 @@ static double proc_cpu_s(pid_t pid)
     return proc_cpu(pid, 0);
 }
 
-/* Busy and total jiffies of the whole machine (first line of /proc/stat). */
+/* Jiffies of the whole machine (first line of /proc/stat): busy in processes (user,
+ * nice, system, steal), in interrupts (irq, softirq: mostly loopback networking done on
+ * behalf of whoever is running), and in total. */
 struct sys_cpu {
-    unsigned long long busy, total;
+    unsigned long long busy, irq, total;
 };
 
 static struct sys_cpu sys_cpu_now(void)
 {
-    struct sys_cpu s = {0, 0};
+    struct sys_cpu s = {0, 0, 0};
     unsigned long long v[10] = {0};
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
@@ -193,20 +203,37 @@ static struct sys_cpu sys_cpu_now(void)
     int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
                    &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
     fclose(f);
+    if (n < 8)
+        return s;
     /* guest and guest_nice (v[8], v[9]) are already counted in user and nice. */
-    for (int i = 0; i < n && i < 8; i++)
+    for (int i = 0; i < 8; i++)
         s.total += v[i];
-    s.busy = s.total - v[3] - (n > 4 ? v[4] : 0); /* minus idle and iowait */
+    s.busy = v[0] + v[1] + v[2] + v[7];
+    s.irq = v[5] + v[6];
     return s;
 }
 
-/* Fraction of all cores busy over the next ms milliseconds. */
-static double sys_busy_over(long ms)
+/* Fraction of all cores busy in processes over the next ms milliseconds, less what
+ * `exclude` (may be 0) and this process used meanwhile. */
+static double sys_busy_over(long ms, pid_t exclude)
 {
     struct sys_cpu a = sys_cpu_now();
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    double x0 = exclude > 0 ? proc_cpu(exclude, 0) + proc_cpu(exclude, 1) : 0;
     nap_ms(ms);
     struct sys_cpu b = sys_cpu_now();
-    return b.total > a.total ? (double)(b.busy - a.busy) / (double)(b.total - a.total) : 0;
+    getrusage(RUSAGE_SELF, &r1);
+    double x1 = exclude > 0 ? proc_cpu(exclude, 0) + proc_cpu(exclude, 1) : 0;
+    if (b.total <= a.total)
+        return 0;
+    double self = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+                  (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
+                  (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+                  (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+    double ours = (x1 - x0 + self) * (double)sysconf(_SC_CLK_TCK);
+    double busy = ((double)(b.busy - a.busy) - ours) / (double)(b.total - a.total);
+    return busy > 0 ? busy : 0;
 }
 
 static double self_cpu_s(void)
@@ -609,7 +636,8 @@ struct run {
     double rewrite_cpu_s; /* redis-server's AOF rewrite children */
     double workers_cpu_s; /* every worker process, heartbeat threads included */
     double self_cpu_s;    /* this program: the poller, and the producer of a paced run */
-    double machine_busy;  /* fraction of all cores busy */
+    double machine_busy;  /* fraction of all cores busy in processes */
+    double machine_irq;   /* fraction of all cores busy in interrupts */
     double background;    /* fraction of all cores busy just before the run */
     long long aof_rewrites;
     long long log_lines; /* warn or error lines the workers logged */
@@ -759,7 +787,8 @@ static void run_pipeline(const struct redis_srv *srv, redisContext *c, const str
     }
 
     /* Other processes competing for the cores make the figures meaningless: say so. */
-    run->background = sys_busy_over(BACKGROUND_SAMPLE_MS);
+    wait_aof_rewrite(c); /* the backlog may have started one */
+    run->background = sys_busy_over(BACKGROUND_SAMPLE_MS, srv->pid);
 
     struct cmdstats before;
     cmdstats_read(c, &before);
@@ -792,8 +821,10 @@ static void run_pipeline(const struct redis_srv *srv, redisContext *c, const str
     run->rewrite_cpu_s = proc_cpu(srv->pid, 1) - rewrite0;
     run->self_cpu_s = self_cpu_s() - self0;
     struct sys_cpu sys1 = sys_cpu_now();
-    if (sys1.total > sys0.total)
+    if (sys1.total > sys0.total) {
         run->machine_busy = (double)(sys1.busy - sys0.busy) / (double)(sys1.total - sys0.total);
+        run->machine_irq = (double)(sys1.irq - sys0.irq) / (double)(sys1.total - sys0.total);
+    }
     cmdstats_read(c, &run->cmds);
     cmdstats_delta(&run->cmds, &before);
     cmdstats_release(&before);
@@ -865,19 +896,21 @@ static void report_cost(const char *prefix, const char *label, struct run *run)
     }
     printf("\n");
     printf("  cpu            redis-server %.0f%% of a core (%.1f us/transition), workers %.0f%% "
-           "(%.1f us/transition), bench %.1f%%, machine %.0f%% of %ld cores busy\n",
+           "(%.1f us/transition), bench %.1f%%; machine %.0f%% of %ld cores busy (%.0f%% in "
+           "processes, %.0f%% in interrupts)\n",
            100 * run->redis_cpu_s / run->wall_s, 1e6 * run->redis_cpu_s / transitions,
            100 * run->workers_cpu_s / run->wall_s, 1e6 * run->workers_cpu_s / transitions,
-           100 * run->self_cpu_s / run->wall_s, 100 * run->machine_busy,
-           sysconf(_SC_NPROCESSORS_ONLN));
+           100 * run->self_cpu_s / run->wall_s, 100 * (run->machine_busy + run->machine_irq),
+           sysconf(_SC_NPROCESSORS_ONLN), 100 * run->machine_busy, 100 * run->machine_irq);
     double ncores = (double)sysconf(_SC_NPROCESSORS_ONLN);
     double ours = (run->redis_cpu_s + run->rewrite_cpu_s + run->workers_cpu_s + run->self_cpu_s) /
                   run->wall_s / ncores;
     double other = run->machine_busy - ours;
     int noisy = run->background > BACKGROUND_WARN || other > OTHER_WARN;
-    printf("  background     %.0f%% of the machine busy in the %d ms before the run; during it "
-           "%.0f%% busy outside the processes above (kernel, other processes)%s\n",
-           100 * run->background, BACKGROUND_SAMPLE_MS, 100 * other,
+    printf("  background     %.0f%% of the machine busy with other processes in the %d ms before "
+           "the run; during it %.0f%% busy outside the processes above (kernel threads, other "
+           "processes), and %.0f%% in interrupts%s\n",
+           100 * run->background, BACKGROUND_SAMPLE_MS, 100 * other, 100 * run->machine_irq,
            noisy ? " -- WARNING: something else was running, figures are not trustworthy" : "");
     printf("  aof rewrites   %lld during the timed window (their children: %.0f%% of a core); "
            "worker warn/error log lines: %lld\n",
@@ -894,7 +927,8 @@ static void report_cost(const char *prefix, const char *label, struct run *run)
            1e6 * run->redis_cpu_s / transitions);
     printf("%s.%s.workers_cpu_us_per_transition=%.1f\n", prefix, label,
            1e6 * run->workers_cpu_s / transitions);
-    printf("%s.%s.machine_busy_pct=%.0f\n", prefix, label, 100 * run->machine_busy);
+    printf("%s.%s.machine_busy_pct=%.0f\n", prefix, label,
+           100 * (run->machine_busy + run->machine_irq));
     printf("%s.%s.background_pct=%.0f\n", prefix, label, 100 * run->background);
     printf("%s.%s.other_load_pct=%.0f\n", prefix, label, 100 * other);
     printf("%s.%s.trustworthy=%d\n", prefix, label, !noisy);
@@ -1067,12 +1101,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
  * one. Returns the busy fraction of the last 1 s sample. */
 static double wait_quiet(double max_s)
 {
-    double t0 = mono_s(), busy = sys_busy_over(1000);
+    double t0 = mono_s(), busy = sys_busy_over(1000, 0);
     while (busy > BACKGROUND_WARN && mono_s() - t0 < max_s) {
         fprintf(stderr, "waiting for a quiet machine: %.0f%% busy\n", 100 * busy);
         check_interrupted();
         nap_ms(4000);
-        busy = sys_busy_over(1000);
+        busy = sys_busy_over(1000, 0);
     }
     return busy;
 }
