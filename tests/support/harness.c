@@ -312,6 +312,11 @@ static void json_field(const char *json, const char *name, char *out, size_t siz
 
 void moto_start(struct moto *m, int sigcheck, const char *log_path)
 {
+    moto_start_on(m, sigcheck, log_path, "127.0.0.1");
+}
+
+void moto_start_on(struct moto *m, int sigcheck, const char *log_path, const char *addr)
+{
     memset(m, 0, sizeof(*m));
     m->port = free_port();
     char port[16];
@@ -324,13 +329,9 @@ void moto_start(struct moto *m, int sigcheck, const char *log_path)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        char *argv[] = {"python3",
-                        XM_MOTO_SCRIPT,
-                        "--port",
-                        port,
-                        "--log",
-                        (char *)log_path,
-                        sigcheck ? "--sigcheck" : NULL,
+        char *argv[] = {"python3", XM_MOTO_SCRIPT, "--port",
+                        port,      "--log",        (char *)log_path,
+                        "--host",  (char *)addr,   sigcheck ? "--sigcheck" : NULL,
                         NULL};
         execvp("python3", argv);
         _exit(127);

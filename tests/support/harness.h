@@ -68,6 +68,8 @@ struct moto {
     char secret_key[128];
 };
 void moto_start(struct moto *m, int sigcheck, const char *log_path);
+/* The same, listening on addr (e.g. the host side of a test network namespace). */
+void moto_start_on(struct moto *m, int sigcheck, const char *log_path, const char *addr);
 void moto_stop(struct moto *m);
 /* POST /moto-api/reset: forget every resource. */
 void moto_reset(const struct moto *m);

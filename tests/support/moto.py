@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start moto_server for a test and print how to reach it, as one JSON line.
 
-    moto.py --port PORT --log FILE [--sigcheck]
+    moto.py --port PORT --log FILE [--sigcheck] [--host ADDR]
 
 With --sigcheck moto verifies SigV4 (INITIAL_NO_AUTH_ACTION_COUNT=3): the three free
 calls create an IAM user with an allow-all inline policy and an access key, which are
@@ -35,6 +35,8 @@ def wait_up(endpoint, proc, deadline):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (a test network's host side)")
     ap.add_argument("--log", required=True)
     ap.add_argument("--sigcheck", action="store_true")
     a = ap.parse_args()
@@ -45,9 +47,9 @@ def main():
     env.pop("AWS_ACCESS_KEY_ID", None)
     env.pop("AWS_SECRET_ACCESS_KEY", None)
     log = open(a.log, "ab")
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(a.port)],
+    proc = subprocess.Popen(["moto_server", "-H", a.host, "-p", str(a.port)],
                             stdout=log, stderr=log, env=env, start_new_session=True)
-    endpoint = "http://127.0.0.1:%d" % a.port
+    endpoint = "http://%s:%d" % (a.host, a.port)
     wait_up(endpoint, proc, time.monotonic() + 60)
 
     key, secret = "AKIAXMIGRATETEST0001", "moto-does-not-check-this-secret-0001"
