@@ -11,6 +11,7 @@ pkgs=(
     wrk
     prometheus
     docker-compose
+    zstd curl openssl
     ansible-core openssh-server openssh-client iproute2
 )
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # xm-api throughput against an evhttp hello-world built in the same run (issue 3):
-#   bench/api/run.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-p]
+#   bench/api/run.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-p] [-u] [-q SECONDS]
 # -t -c -d are wrk's (default -t2 -c32 -d10s); -p also profiles every case with
-# `perf record -a` and appends where the CPU went (by process, library and symbol).
+# `perf record -a` and appends where the CPU went (by process, library and symbol);
+# -u has the servers reach Redis over a Unix socket (XM_REDIS_SOCKET) instead of TCP;
+# -q is how long to wait for a quiet machine before measuring (default 600 s).
 #
 # Builds xm-api and bench_api_hello as production builds them (Release, no test crash
 # hooks) into build-bench/; starts a throwaway redis-server (free loopback port, temp
@@ -22,15 +24,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-threads=2 conns=32 duration=10s profile=0
-while getopts "t:c:d:p" o; do
+threads=2 conns=32 duration=10s profile=0 unix=0 quiet_wait=600
+while getopts "t:c:d:puq:" o; do
     case "$o" in
     t) threads=$OPTARG ;;
     c) conns=$OPTARG ;;
     d) duration=$OPTARG ;;
     p) profile=1 ;;
+    u) unix=1 ;;
+    q) quiet_wait=$OPTARG ;;
     *)
-        echo "usage: bench/api/run.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-p]" >&2
+        echo "usage: bench/api/run.sh [-t T] [-c C] [-d DURATION] [-p] [-u] [-q SECONDS]" >&2
         exit 2
         ;;
     esac
@@ -99,13 +103,19 @@ wait_for() {
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp" --save "" \
-    --appendonly yes --appendfsync everysec --daemonize no --logfile "$tmp/redis.log" &
+    --appendonly yes --appendfsync everysec --daemonize no --logfile "$tmp/redis.log" \
+    --unixsocket "$tmp/redis.sock" --unixsocketperm 700 &
 redis_pid=$!
 pids+=("$redis_pid")
 wait_for 10 redis-cli -p "$redis_port" ping
 
 export XM_REDIS_HOST=127.0.0.1 XM_REDIS_PORT=$redis_port XM_API_ADDR=127.0.0.1
 export XM_LOG_LEVEL=warn XM_API_THREADS=${XM_API_THREADS:-2}
+redis_via="TCP loopback"
+if [ $unix = 1 ]; then
+    export XM_REDIS_SOCKET=$tmp/redis.sock
+    redis_via="a Unix socket"
+fi
 XM_MASTER_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 export XM_MASTER_KEY
 
@@ -165,6 +175,32 @@ cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# The whole machine's busy (all but idle and iowait; a process's own CPU time includes
+# the softirq time spent on its packets) and total clock ticks so far, all cores.
+machine_ticks() {
+    awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+
+# Wait (at most quiet_wait seconds) until the machine is quiet: less than 15% busy over
+# 2 s, our idle servers included.
+wait_quiet() {
+    local deadline=$(($(date +%s) + quiet_wait)) b0 t0 b1 t1 pct
+    while :; do
+        read -r b0 t0 < <(machine_ticks)
+        sleep 2
+        read -r b1 t1 < <(machine_ticks)
+        pct=$(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
+        if [ "$pct" -lt 15 ]; then
+            return 0
+        fi
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "run.sh: the machine is still ${pct}% busy; measuring anyway" >&2
+            return 0
+        fi
+        echo "run.sh: the machine is ${pct}% busy; waiting for quiet" >&2
+    done
+}
+
 # Redis's counts so far of client reads (one per request or pipelined batch: the round
 # trips) and of commands run.
 redis_counts() {
@@ -176,19 +212,25 @@ redis_counts() {
 # Run wrk on one case: name, the server's pid, then wrk's arguments. wrk's output goes
 # into $tmp/<name>.txt and, with -p, the profile into $tmp/<name>.prof. Prints
 # "<req/s> <non-2xx> <socket errors> <server CPU us/req> <redis CPU us/req>
-#  <redis round trips/req> <redis commands/req>".
+#  <redis round trips/req> <redis commands/req> <busy %> <others %>": how busy the whole
+# machine was, and how much of it went to processes other than the server, Redis and
+# this subshell's children (wrk, perf).
 bench() {
-    local name=$1 server=$2 perf_pid= s0 s1 r0 r1 c0 c1
+    local name=$1 server=$2 self=$BASHPID perf_pid='' s0 s1 r0 r1 c0 c1 m0 m1 w0 w1
     shift 2
     if [ $profile = 1 ]; then
         perf record -a -g -F 999 -o "$tmp/$name.perf" -- sleep "$duration" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     s0=$(cpu_ticks "$server") r0=$(cpu_ticks "$redis_pid") c0=$(redis_counts)
+    m0=$(machine_ticks) w0=$(awk '{print $16 + $17}' "/proc/$self/stat")
     wrk -t"$threads" -c"$conns" -d"$duration" --latency "$@" >"$tmp/$name.txt" 2>&1
-    s1=$(cpu_ticks "$server") r1=$(cpu_ticks "$redis_pid") c1=$(redis_counts)
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
+    fi
+    s1=$(cpu_ticks "$server") r1=$(cpu_ticks "$redis_pid") c1=$(redis_counts)
+    m1=$(machine_ticks) w1=$(awk '{print $16 + $17}' "/proc/$self/stat")
+    if [ -n "$perf_pid" ]; then
         {
             echo "-- CPU by process (all cores)"
             perf report -i "$tmp/$name.perf" --stdio --no-children --sort comm 2>/dev/null |
@@ -202,16 +244,20 @@ bench() {
         } >"$tmp/$name.prof"
     fi
     awk -v hz="$(getconf CLK_TCK)" -v s="$((s1 - s0))" -v r="$((r1 - r0))" \
-        -v c0="$c0" -v c1="$c1" '
+        -v w="$((w1 - w0))" -v c0="$c0" -v c1="$c1" -v m0="$m0" -v m1="$m1" '
         /^Requests\/sec:/ {rps = $2}
         /Non-2xx or 3xx responses:/ {bad = $NF}
         /Socket errors:/ {gsub(",", ""); sock = $4 + $6 + $8 + $10}
         / requests in / {n = $1}
         END {
-            split(c0, a, " "); split(c1, b, " ")
+            split(c0, a, " "); split(c1, b, " "); split(m0, x, " "); split(m1, y, " ")
             n = n > 0 ? n : 1
-            printf "%s %d %d %.1f %.1f %.2f %.2f\n", rps ? rps : 0, bad, sock,
-                s * 1e6 / hz / n, r * 1e6 / hz / n, (b[1] - a[1]) / n, (b[2] - a[2]) / n
+            total = y[2] - x[2] > 0 ? y[2] - x[2] : 1
+            busy = (y[1] - x[1]) * 100 / total
+            others = (y[1] - x[1] - s - r - w) * 100 / total
+            printf "%s %d %d %.1f %.1f %.2f %.2f %.0f %.0f\n", rps ? rps : 0, bad, sock,
+                s * 1e6 / hz / n, r * 1e6 / hz / n, (b[1] - a[1]) / n, (b[2] - a[2]) / n,
+                busy, others < 0 ? 0 : others
         }' "$tmp/$name.txt"
 }
 
@@ -221,18 +267,21 @@ declare -A label=(
     [hello3]="hello + 3 redis RTT" [get]="GET /v1/migrations/{id}" [post]="POST /v1/migrations"
 )
 declare -A target=([get]=0.50 [post]=0.25)
-declare -A rps bad sock cpu rcpu rtt cmds
+declare -A rps bad sock cpu rcpu rtt cmds busy others
 
+wait_quiet
 echo "== wrk -t$threads -c$conns -d$duration, each of: ${cases[*]}" >&2
-for c in hello0 hello1 hello2 hello3; do
+for c in "${cases[@]}"; do
+    case $c in
+    get) args=(-H "Authorization: Bearer $token" "$api/v1/migrations/$mig") ;;
+    post) args=(-s "$tmp/post.lua" "$api/v1/migrations") ;;
+    *) args=("http://127.0.0.1:${port[$c]}/") ;;
+    esac
+    server=${pid[$c]:-${pid[api]}}
     read -r "rps[$c]" "bad[$c]" "sock[$c]" "cpu[$c]" "rcpu[$c]" "rtt[$c]" "cmds[$c]" \
-        < <(bench "$c" "${pid[$c]}" "http://127.0.0.1:${port[$c]}/")
+        "busy[$c]" "others[$c]" < <(BENCH_BODY=$body BENCH_TOKEN=$token \
+        bench "$c" "$server" "${args[@]}")
 done
-read -r "rps[get]" "bad[get]" "sock[get]" "cpu[get]" "rcpu[get]" "rtt[get]" "cmds[get]" \
-    < <(bench get "${pid[api]}" -H "Authorization: Bearer $token" "$api/v1/migrations/$mig")
-read -r "rps[post]" "bad[post]" "sock[post]" "cpu[post]" "rcpu[post]" "rtt[post]" "cmds[post]" \
-    < <(BENCH_BODY=$body BENCH_TOKEN=$token bench post "${pid[api]}" -s "$tmp/post.lua" \
-        "$api/v1/migrations")
 
 # ---------------------------------------------------------------- report
 
@@ -242,11 +291,13 @@ ok=1
 {
     echo "bench/api: wrk -t$threads -c$conns -d$duration, $(date -u +%Y-%m-%dT%H:%M:%SZ)," \
         "$(nproc) cores shared by wrk, redis and the servers; XM_API_THREADS=$XM_API_THREADS;" \
-        "redis $(redis-server --version | awk '{print $3}') AOF appendfsync everysec"
-    printf '%-24s %8s %6s %6s %6s | %9s %9s %7s %7s\n' case req/s ratio target result \
-        "server us" "redis us" "redis" "redis"
-    printf '%-24s %8s %6s %6s %6s | %9s %9s %7s %7s\n' "" "" "" "" "" "CPU/req" "CPU/req" \
-        "RTT/req" "cmd/req"
+        "redis $(redis-server --version | awk '{print $3}') over $redis_via, AOF appendfsync" \
+        "everysec"
+    printf '%-23s %7s %6s %6s %6s | %7s %7s %6s %6s | %s\n' case req/s ratio target result \
+        server redis redis redis quiet
+    printf '%-23s %7s %6s %6s %6s | %7s %7s %6s %6s | %s\n' "" "" "" "" "" "CPU us" "CPU us" \
+        "RTT" "cmds" "(others' CPU)"
+    kv=()
     for c in "${cases[@]}"; do
         ratio=$(awk -v a="${rps[$c]}" -v b="${rps[hello0]}" \
             'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
@@ -256,8 +307,19 @@ ok=1
             result=$(awk -v r="$ratio" -v t="$want" 'BEGIN {print (r >= t ? "PASS" : "MISS")}')
             [ "$result" = PASS ] || ok=0
         fi
-        printf '%-24s %8.0f %6s %6s %6s | %9s %9s %7s %7s\n' "${label[$c]}" "${rps[$c]}" \
-            "$ratio" "$want" "$result" "${cpu[$c]}" "${rcpu[$c]}" "${rtt[$c]}" "${cmds[$c]}"
+        quiet=yes trust=1
+        if [ "${others[$c]}" -gt 15 ]; then
+            quiet=no trust=0
+        fi
+        printf '%-23s %7.0f %6s %6s %6s | %7s %7s %6s %6s | %s (%s%%)\n' "${label[$c]}" \
+            "${rps[$c]}" "$ratio" "$want" "$result" "${cpu[$c]}" "${rcpu[$c]}" "${rtt[$c]}" \
+            "${cmds[$c]}" "$quiet" "${others[$c]}"
+        kv+=("api.$c.rps=${rps[$c]}" "api.$c.ratio=$ratio" "api.$c.result=$result"
+            "api.$c.non2xx=${bad[$c]}" "api.$c.socket_errors=${sock[$c]}"
+            "api.$c.server_cpu_us=${cpu[$c]}" "api.$c.redis_cpu_us=${rcpu[$c]}"
+            "api.$c.redis_rtt=${rtt[$c]}" "api.$c.redis_cmds=${cmds[$c]}"
+            "api.$c.machine_busy_pct=${busy[$c]}" "api.$c.others_pct=${others[$c]}"
+            "api.$c.trustworthy=$trust")
     done
     errors=""
     for c in "${cases[@]}"; do
@@ -271,6 +333,10 @@ ok=1
         echo "errors:$errors"
         ok=0
     fi
+    echo "quiet: others' CPU is the share of the whole machine used by anything but the"
+    echo "server, redis and wrk during the case; over 15% marks it not trustworthy"
+    echo
+    printf '%s\n' "${kv[@]}"
     for c in "${cases[@]}"; do
         echo
         echo "---- wrk: ${label[$c]}"

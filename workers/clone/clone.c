@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +35,10 @@
 
 #define MAX_DISKS 64
 
-/* SHA-256 hex of a file (the agent binary), so the playbook can verify its copy. */
-static int file_sha256(const char *path, char out[65], struct err *err)
+/* SHA-1 hex of a file (the agent binary): Ansible's copy module verifies what it wrote
+ * against a SHA-1 checksum. (Integrity against a broken transfer, not an attacker: the
+ * copy runs over the SSH connection itself.) */
+static int file_sha1(const char *path, char out[41], struct err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -51,7 +55,11 @@ static int file_sha256(const char *path, char out[65], struct err *err)
         len += (size_t)n;
     }
     close(fd);
-    secret_sha256_hex(buf, len, out);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    XM_ASSERT(EVP_Digest(buf, len, md, &md_len, EVP_sha1(), NULL) == 1);
+    for (unsigned int i = 0; i < md_len && i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
     free(buf);
     return 0;
 }
@@ -142,12 +150,18 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
     char *token = NULL;
     struct provider *p = NULL;
     const struct provider_ops *ops = NULL;
-    char sha[65], kind[16], bucket[128];
+    char sha[41], kind[16], bucket[128], agent[PATH_MAX];
 
     if (secret_key_parse(xm_config.master_key, key, err) < 0)
         goto out;
     have_key = 1;
-    if (!(disks = disks_of(c, job, err)) || file_sha256(xm_config.agent_path, sha, err) < 0)
+    /* Ansible looks a relative src up beside the playbook: hand it an absolute path. */
+    if (!realpath(xm_config.agent_path, agent)) {
+        err_set(err, ERR_PERMANENT, "xm-agent not found at '%s' (XM_AGENT_PATH): %s",
+                xm_config.agent_path, strerror(errno));
+        goto out;
+    }
+    if (!(disks = disks_of(c, job, err)) || file_sha1(agent, sha, err) < 0)
         goto out;
     char hkey[300];
     snprintf(hkey, sizeof(hkey), XM_HOST_FMT, m.id, job->host);
@@ -182,11 +196,10 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
         json_array_append_new(opts, json_string("--limit-mbps"));
         json_array_append_new(opts, json_integer(xm_config.agent_limit_mbps));
     }
-    vars =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:o, s:b}", "xm_agent_src",
-                  xm_config.agent_path, "xm_agent_sha256", sha, "xm_api", xm_config.agent_api_url,
-                  "xm_migration", m.id, "xm_host", job->host, "xm_token", token, "xm_disks", disks,
-                  "xm_agent_opts", opts, "xm_become", user && strcmp(user, "root") != 0);
+    vars = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:o, s:b}", "xm_agent_src", agent,
+                     "xm_agent_sha1", sha, "xm_api", xm_config.agent_api_url, "xm_migration", m.id,
+                     "xm_host", job->host, "xm_token", token, "xm_disks", disks, "xm_agent_opts",
+                     opts, "xm_become", user && strcmp(user, "root") != 0);
     struct ansible_target t = {
         .name = job->host,
         .address = host->element[0]->str,
