@@ -93,6 +93,14 @@ void cred_create(struct api_req *r)
 
     char *text = json_dumps(secret, JSON_COMPACT | JSON_SORT_KEYS);
     size_t text_len = strlen(text);
+    if (text_len > SECRET_PLAIN_MAX) {
+        /* The body cap lets through more than a sealed record may hold. */
+        secret_wipe(text, text_len);
+        free(text);
+        api_reply_error(r, 413, "too_large", "/secret", "the secret is over %d bytes",
+                        (int)SECRET_PLAIN_MAX);
+        return;
+    }
     char *sealed = secret_seal(api_master_key, id, (const unsigned char *)text, text_len);
     keyed_fingerprint(text, text_len, fp);
     secret_wipe(text, text_len);

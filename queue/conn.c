@@ -29,7 +29,10 @@ struct redisContext *conn_open(struct err *err)
         return NULL;
     }
     redisSetTimeout(ctx, tv);
-    redisEnableKeepAlive(ctx);
+    /* TCP keep-alive only exists for TCP: on a Unix socket it fails and leaves the
+     * context in error. */
+    if (ctx->connection_type == REDIS_CONN_TCP)
+        redisEnableKeepAlive(ctx);
     return ctx;
 }
 

@@ -1017,7 +1017,7 @@ static int report_paced(const char *prefix, const char *fsync_mode, const struct
 
 /* ---------------------------------------------------------------- main */
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: bench_queue [--jobs N] [--batch B] [--paced RATE,... | none] "
                     "[--paced-s S] [--quiet-wait S]\n"
@@ -1054,7 +1054,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
     o->paced_s = 10;
     o->quiet_wait_s = 600;
     parse_rates(DEFAULT_PACED, o);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes one value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
         if (!v)
@@ -1091,7 +1091,6 @@ static void parse_args(int argc, char **argv, struct opts *o)
         } else {
             usage();
         }
-        i++;
     }
     if (access(o->noop, X_OK) < 0)
         die("%s: %s (build xm-noop first)", o->noop, strerror(errno));

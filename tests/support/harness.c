@@ -22,6 +22,7 @@
 
 extern char **environ;
 
+static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static _Noreturn void die(const char *fmt, ...)
 {
     va_list ap;
