@@ -644,21 +644,36 @@ void mig_get(struct api_req *r)
 {
     const char *id = r->params[0];
     struct err err = {0};
-    redisReply *h = load_mig(r, id);
-    if (!h)
-        return;
-    json_t *out = mig_json(h);
-    freeReplyObject(h);
-
-    char key[200];
-    snprintf(key, sizeof(key), XM_MIG_HOSTS_FMT, id);
-    const char *argv[] = {"SORT", key, "ALPHA"};
-    redisReply *names = api_cmd(r, &err, 3, argv);
-    if (!names) {
-        json_decref(out);
+    /* Round trip 1: the migration, its hosts and its resources. */
+    struct cmd first[3];
+    for (int i = 0; i < 3; i++)
+        cmd_init(&first[i]);
+    cmd_arg(&first[0], "HGETALL");
+    cmd_argf(&first[0], XM_MIG_FMT, id);
+    cmd_arg(&first[1], "SORT");
+    cmd_argf(&first[1], XM_MIG_HOSTS_FMT, id);
+    cmd_arg(&first[1], "ALPHA");
+    cmd_arg(&first[2], "SMEMBERS");
+    cmd_argf(&first[2], XM_MIG_RESOURCES_FMT, id);
+    redisReply *head[3];
+    int hrc = api_pipeline(r, first, 3, head, &err);
+    for (int i = 0; i < 3; i++)
+        cmd_release(&first[i]);
+    if (hrc < 0) {
+        api_free_replies(head, 3);
         api_reply_unavailable(r, &err);
         return;
     }
+    if (head[0]->type != REDIS_REPLY_ARRAY || head[0]->elements == 0) {
+        api_free_replies(head, 3);
+        api_reply_error(r, 404, "not_found", NULL, "no migration '%s'", id);
+        return;
+    }
+    json_t *out = mig_json(head[0]);
+    redisReply *names = head[1];
+    json_t *resources = json_array();
+    for (size_t i = 0; i < head[2]->elements; i++)
+        json_array_append_new(resources, json_string(head[2]->element[i]->str));
     size_t n = names->elements;
     /* Per host: its hash and its disk set, in one round trip. */
     struct cmd *c = xcalloc(2 * n + 1, sizeof(*c));
@@ -672,10 +687,8 @@ void mig_get(struct api_req *r)
         cmd_argf(&c[2 * i + 1], XM_HOST_DISKS_FMT, id, names->element[i]->str);
         cmd_arg(&c[2 * i + 1], "ALPHA");
     }
-    cmd_init(&c[2 * n]);
-    cmd_arg(&c[2 * n], "SMEMBERS");
-    cmd_argf(&c[2 * n], XM_MIG_RESOURCES_FMT, id);
-    int rc = api_pipeline(r, c, (int)(2 * n + 1), rep, &err);
+    /* Round trip 2: per host its hash and its disk set; 3 (only with disks): disks. */
+    int rc = n ? api_pipeline(r, c, (int)(2 * n), rep, &err) : 0;
 
     json_t *hosts = json_array();
     size_t n_disks = 0;
@@ -712,13 +725,9 @@ void mig_get(struct api_req *r)
         json_object_set_new(ho, "disks", disks);
         json_array_append_new(hosts, ho);
     }
-    json_t *resources = json_array();
-    for (size_t i = 0; rc == 0 && i < rep[2 * n]->elements; i++)
-        json_array_append_new(resources, json_string(rep[2 * n]->element[i]->str));
-
-    api_free_replies(rep, (int)(2 * n + 1));
+    api_free_replies(rep, (int)(2 * n));
     api_free_replies(dr, (int)n_disks);
-    for (size_t i = 0; i < 2 * n + 1; i++)
+    for (size_t i = 0; i < 2 * n; i++)
         cmd_release(&c[i]);
     for (size_t i = 0; i < n_disks; i++)
         cmd_release(&dc[i]);
@@ -726,7 +735,7 @@ void mig_get(struct api_req *r)
     free(rep);
     free(dc);
     free(dr);
-    freeReplyObject(names);
+    api_free_replies(head, 3);
     if (rc < 0) {
         json_decref(out);
         json_decref(hosts);

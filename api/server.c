@@ -118,10 +118,6 @@ static int redis_closed(const redisContext *c)
 
 struct redisContext *api_redis(struct api_req *r, struct err *err)
 {
-    /* Reconnect now rather than fail this request on a connection Redis already
-     * closed: after a Redis restart each thread would otherwise answer one 503. */
-    if (r->thread->redis && redis_closed(r->thread->redis))
-        api_redis_lost(r);
     if (!r->thread->redis)
         r->thread->redis = conn_open(err);
     return r->thread->redis;
@@ -558,6 +554,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto out;
     }
     r.route = &g_routes[route_index];
+    /* Once per request, before any command: reconnect now rather than fail this request
+     * on a connection Redis already closed (after a Redis restart each thread would
+     * otherwise answer one 503). */
+    if (t->redis && redis_closed(t->redis))
+        api_redis_lost(&r);
 
     struct err err = {0};
     if (r.route->auth != AUTH_NONE) {
