@@ -35,7 +35,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "api"))
 import xmtest  # noqa: E402  (redis client, processes, wait_for)
 
 ARGS = None
-NET = 211  # 10.231.211.0/24: this test's own network namespace
+# 10.231.<NET>.0/24: this run's own network namespace (two runs at once get different
+# ones unless their pids collide modulo 50).
+NET = 200 + os.getpid() % 50
 CHUNK = 16 << 20
 
 
