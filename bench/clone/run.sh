@@ -134,10 +134,11 @@ out=bench/results/clone-$(date -u +%Y%m%dT%H%M%SZ).txt
     printf '%-34s %9s %9s %15s\n' "zstd -3 -T2 (size only)" "$zstd_t" "-" "$zstd_b"
     echo "xm-agent runs: ${agent_t[*]} s"
     speed_gzip=$(awk -v g="$gzip_t" -v a="$a_t" 'BEGIN {printf "%.1f", g / a}')
-    speed_plain=$(awk -v g="$p_t" -v a="$a_t" 'BEGIN {printf "%.1f", g / a}')
+    speed_plain=$(awk -v g="$p_t" -v a="$a_t" 'BEGIN {printf "%.2f", g / a}')
+    plain_bytes=$(awk -v p="$p_b" -v a="$a_b" 'BEGIN {printf "%.1f", p / a}')
     vs_zstd=$(awk -v a="$a_b" -v z="$zstd_b" 'BEGIN {printf "%+.1f", (a / z - 1) * 100}')
     vs_gzip=$(awk -v a="$a_b" -v g="$gzip_b" 'BEGIN {printf "%.2f", a / g}')
-    echo "speed: xm-agent is ${speed_gzip}x faster than dd|gzip -1|curl (target >= 5x), ${speed_plain}x faster than dd|curl"
+    echo "speed: xm-agent is ${speed_gzip}x faster than dd|gzip -1|curl (target >= 5x); dd|curl takes ${speed_plain}x its time but sends ${plain_bytes}x its bytes"
     echo "size: xm-agent sends ${vs_zstd}% vs zstd -3 of the whole image (target <= +10%), ${vs_gzip}x the bytes of gzip -1"
 
     lim_rate= lim_dev= mbps=

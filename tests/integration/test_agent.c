@@ -339,6 +339,20 @@ struct sink_opts {
     int expires_s;
 };
 
+/* Every helper server started, so the group teardown stops those a failed assertion
+ * left running. */
+static pid_t servers[64];
+static size_t n_servers;
+
+/* Stop a helper server and forget it. */
+static void server_stop(pid_t pid)
+{
+    for (size_t i = 0; i < n_servers; i++)
+        if (servers[i] == pid)
+            servers[i] = servers[--n_servers];
+    stop_process(pid, SIGTERM);
+}
+
 static pid_t start_json_server(char *const argv[], const char *log, int *port)
 {
     int fds[2];
@@ -372,6 +386,8 @@ static pid_t start_json_server(char *const argv[], const char *log, int *port)
     *port = (int)json_integer_value(json_object_get(j, "port"));
     json_decref(j);
     assert_true(*port > 0);
+    if (n_servers < XM_ARRAY_LEN(servers))
+        servers[n_servers++] = pid;
     return pid;
 }
 
@@ -421,7 +437,7 @@ static void sink_start(struct sink *s, const char *name, const struct sink_opts 
 static void sink_stop(struct sink *s)
 {
     if (s->pid > 0)
-        stop_process(s->pid, SIGTERM);
+        server_stop(s->pid);
     s->pid = 0;
     http_client_free(s->http);
     s->http = NULL;
@@ -846,7 +862,7 @@ static int journal_indexes(const char *state_dir, int *have, int n)
             size_t len;
             char *t = (char *)read_all(g.gl_pathv[i], &len);
             for (char *line = strchr(t, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
-                int idx = atoi(line + 1); /* test code: a well-formed line */
+                long idx = strtol(line + 1, NULL, 10);
                 if (idx >= 0 && idx < n && !have[idx]) {
                     have[idx] = 1;
                     count++;
@@ -1054,8 +1070,8 @@ static void test_faults(void **state)
     assert_int_equal(access(mp, F_OK), -1);
     free(mp);
 
-    stop_process(proxy, SIGTERM);
-    stop_process(proxy2, SIGTERM);
+    server_stop(proxy);
+    server_stop(proxy2);
     av_free(&a);
     sink_stop(&s);
     free(plog);
@@ -1776,6 +1792,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    /* never waited for, so their pids cannot have been reused */
+    while (n_servers)
+        server_stop(servers[n_servers - 1]);
     if (loop_in_use.file)
         loopfs_free(&loop_in_use);
     if (!getenv("XM_KEEP_TMP")) {
