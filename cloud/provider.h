@@ -106,6 +106,12 @@ struct provider_ops {
     int (*write_urls)(struct provider *p, const char *migration, const char *host, const char *disk,
                       const long long *indexes, size_t n, long expires, char **urls,
                       char **manifest, struct err *err);
+    /*
+     * A read URL needing no credentials for one object of a disk's copy ("manifest.json"
+     * or "<index>.zst"), valid for expires seconds; new string. Local signing only.
+     */
+    char *(*read_url)(struct provider *p, const char *migration, const char *host, const char *disk,
+                      const char *name, long expires, struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);

@@ -205,6 +205,15 @@ fail:
     return -1;
 }
 
+static char *aws_read_url(struct provider *p, const char *migration, const char *host,
+                          const char *disk, const char *name, long expires, struct err *err)
+{
+    char bucket[64], key[512];
+    bucket_name(p, bucket, sizeof(bucket));
+    snprintf(key, sizeof(key), "xmigrate/%s/%s/%s/%s", migration, host, disk, name);
+    return s3_presign(p->aws, "GET", bucket, key, expires, err);
+}
+
 const struct provider_ops aws_provider = {
     .cloud = "aws",
     .open = aws_open,
@@ -214,4 +223,5 @@ const struct provider_ops aws_provider = {
     .vm_launch = aws_vm_launch,
     .storage_ensure = aws_storage_ensure,
     .write_urls = aws_write_urls,
+    .read_url = aws_read_url,
 };

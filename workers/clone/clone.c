@@ -8,6 +8,11 @@
  *
  * The disks are the host's discovered disks (facts "disks": [{name, device}]), or the
  * job's payload "disks" when given (an operator re-running clone for some disks).
+ * Payload options: "freeze": true (fsfreeze the disks' filesystems while copying: the
+ * cutover pass, run once the applications are stopped), "lvm_snapshot": true (copy from
+ * LVM snapshots). Every run passes the disk's last manifest, so a second run (the delta
+ * or cutover sync) sends only the chunks that changed.
+ *
  * Failures: the host unreachable, or the agent giving up on the network (exit 6), are
  * transient; a device that cannot be read (3), a URL or token refused (4), storage full
  * (5) and anything else are permanent, with the agent's message on the host.
@@ -187,9 +192,30 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
         goto out;
     if (!(token = callback_token(c, m.id, key, err)))
         goto out;
+    /* The last complete copy of each disk, if any: the agent sends only what changed. */
+    if (ops->read_url) {
+        size_t di;
+        json_t *d;
+        json_array_foreach(disks, di, d)
+        {
+            char *url =
+                ops->read_url(p, m.id, job->host, json_string_value(json_object_get(d, "name")),
+                              "manifest.json", 6 * 3600, err);
+            if (!url)
+                goto out;
+            json_object_set_new(d, "previous", json_string(url));
+            free(url);
+        }
+    }
 
     const char *user = json_string_value(json_object_get(ssh, "user"));
     json_t *opts = json_array();
+    json_t *jp = json_loads(job->payload, 0, NULL);
+    if (json_is_true(json_object_get(jp, "freeze")))
+        json_array_append_new(opts, json_string("--freeze"));
+    if (json_is_true(json_object_get(jp, "lvm_snapshot")))
+        json_array_append_new(opts, json_string("--lvm-snapshot"));
+    json_decref(jp);
     json_array_append_new(opts, json_string("--parallel"));
     json_array_append_new(opts, json_integer(xm_config.agent_parallel));
     if (xm_config.agent_limit_mbps) {
