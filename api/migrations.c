@@ -1012,15 +1012,15 @@ static int mig_active(struct api_req *r, const char *id)
 
 /* Enqueue phase for the host as a new job (attempt 1) and mark it queued. */
 static void requeue(struct api_req *r, const char *id, const char *host, const char *phase,
-                    const char *disk, const char *group, const char *old_job, const char *payload,
-                    const char *event)
+                    const char *disk, const char *group, const char *member, const char *old_job,
+                    const char *payload, const char *event)
 {
     struct err err = {0};
     char job_id[33];
     job_new_id(job_id);
     struct cmds c = {0};
     cmd_arg(cmds_add(&c), "MULTI");
-    if (group && group[0] && old_job) {
+    if (group && group[0] && old_job && !(member && member[0])) {
         /* The new job takes the failed one's place in its fan-in group. */
         struct cmd *s = cmds_add(&c);
         cmd_arg(s, "SREM");
@@ -1037,6 +1037,7 @@ static void requeue(struct api_req *r, const char *id, const char *host, const c
                             .disk = disk,
                             .phase = phase,
                             .group = group,
+                            .member = member,
                             .payload = payload};
     job_spec_xadd(cmds_add(&c), &spec, job_now_us());
     struct cmd *hs = cmds_add(&c);
@@ -1083,15 +1084,17 @@ void mig_host_retry(struct api_req *r)
     }
     /* The failed job as the runtime recorded it: retry the very same work. */
     json_t *job = json_loads(failed, 0, NULL);
-    const char *phase = NULL, *disk = "", *group = "", *payload = "{}", *old = NULL;
+    const char *phase = NULL, *disk = "", *group = "", *member = "", *payload = "{}", *old = NULL;
     if (!job ||
-        json_unpack(job, "{s:s, s?s, s?s, s?s, s?s}", XM_F_PHASE, &phase, XM_F_DISK, &disk,
-                    XM_F_GROUP, &group, XM_F_PAYLOAD, &payload, XM_F_JOB, &old) < 0 ||
+        json_unpack(job, "{s:s, s?s, s?s, s?s, s?s, s?s}", XM_F_PHASE, &phase, XM_F_DISK, &disk,
+                    XM_F_GROUP, &group, XM_F_MEMBER, &member, XM_F_PAYLOAD, &payload, XM_F_JOB,
+                    &old) < 0 ||
         !job_valid_phase(phase)) {
         api_reply_error(r, 500, "internal", NULL, "the failed job of host '%s' is unreadable",
                         host);
     } else {
-        requeue(r, id, host, phase, disk, group, old, payload, "host.retry");
+        /* A continuation keeps its member id: its group counts it by that. */
+        requeue(r, id, host, phase, disk, group, member, old, payload, "host.retry");
     }
     json_decref(job);
     freeReplyObject(h);
@@ -1132,7 +1135,7 @@ void mig_host_phase(struct api_req *r)
     char *dry = api_query(r, "dry_run");
     int dry_run = dry && strcmp(dry, "true") == 0;
     free(dry);
-    requeue(r, id, host, phase, NULL, NULL, NULL, dry_run ? "{\"dry_run\":true}" : "{}",
+    requeue(r, id, host, phase, NULL, NULL, NULL, NULL, dry_run ? "{\"dry_run\":true}" : "{}",
             "host.rerun");
 }
 

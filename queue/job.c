@@ -29,6 +29,7 @@ void job_release(struct job *job)
     free(job->disk);
     free(job->phase);
     free(job->group);
+    free(job->member);
     free(job->payload);
     job_init(job);
 }
@@ -118,6 +119,8 @@ int job_spec_check(const struct job_spec *spec, struct err *err)
         return err_set(err, ERR_PERMANENT, "phase: not a valid phase name");
     if (spec->group && spec->group[0] && !job_valid_ident(spec->group))
         return err_set(err, ERR_PERMANENT, "group: not a valid identifier");
+    if (spec->member && spec->member[0] && !job_valid_ident(spec->member))
+        return err_set(err, ERR_PERMANENT, "member: not a valid identifier");
     if (spec->attempt < 0 || spec->attempt > 1000)
         return err_set(err, ERR_PERMANENT, "attempt: %lld is out of range", spec->attempt);
     if (spec->payload)
@@ -151,6 +154,10 @@ void job_spec_xadd(struct cmd *c, const struct job_spec *spec, long long now_us)
     cmd_argll(c, spec->attempt > 0 ? spec->attempt : 1);
     cmd_arg(c, XM_F_GROUP);
     cmd_arg(c, spec->group ? spec->group : "");
+    if (spec->member && spec->member[0]) {
+        cmd_arg(c, XM_F_MEMBER);
+        cmd_arg(c, spec->member);
+    }
     cmd_arg(c, XM_F_ENQUEUED);
     cmd_argll(c, now_us);
     cmd_arg(c, XM_F_PAYLOAD);
@@ -165,6 +172,7 @@ void job_spec_from_job(struct job_spec *spec, const struct job *job)
     spec->disk = job->disk;
     spec->phase = job->phase;
     spec->group = job->group;
+    spec->member = job->member;
     spec->payload = job->payload;
     spec->attempt = job->attempt;
 }
@@ -213,6 +221,8 @@ int job_from_entry(struct job *job, const char *stream, const redisReply *entry,
             slot = &job->phase;
         else if (field_is(f, XM_F_GROUP))
             slot = &job->group;
+        else if (field_is(f, XM_F_MEMBER))
+            slot = &job->member;
         else if (field_is(f, XM_F_PAYLOAD))
             slot = &job->payload;
         else if (field_is(f, XM_F_ATTEMPT))
@@ -232,6 +242,8 @@ int job_from_entry(struct job *job, const char *stream, const redisReply *entry,
         job->disk = xstrdup("");
     if (!job->group)
         job->group = xstrdup("");
+    if (!job->member)
+        job->member = xstrdup("");
     if (!job->payload)
         job->payload = xstrdup("{}");
     if (!job->id || !job_valid_ident(job->id)) {

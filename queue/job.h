@@ -33,6 +33,7 @@ struct job {
     char *disk; /* "" for host-level jobs */
     char *phase;
     char *group;   /* fan-in group, "" when none */
+    char *member;  /* its id in that group when not its job id (a continuation), or "" */
     char *payload; /* JSON object text */
     long long attempt;
     long long enqueued_us;
@@ -46,6 +47,7 @@ struct job_spec {
     const char *disk; /* NULL or "" for host-level jobs */
     const char *phase;
     const char *group;   /* NULL or "" */
+    const char *member;  /* NULL or "": the job id */
     const char *payload; /* NULL means "{}" */
     long long attempt;   /* 0 means 1 */
 };

@@ -25,6 +25,9 @@
 /* Fan-in group: set of member job ids still running; the member that empties it
  * enqueues the next phase. xm:fanin:<group id>. */
 #define XM_FANIN_FMT "xm:fanin:%s"
+/* A group made by a job that was itself a member of a group: "<group> <member>", so
+ * the job that empties the inner group continues the outer member. */
+#define XM_FANIN_UP_FMT "xm:fanin:%s:up"
 
 /* Live workers: xm:worker:<consumer>, JSON, expires unless refreshed by the heartbeat. */
 #define XM_WORKER_FMT "xm:worker:%s"
@@ -67,6 +70,7 @@
 #define XM_F_PHASE "phase"
 #define XM_F_ATTEMPT "attempt"   /* 1 on first delivery; +1 per retry */
 #define XM_F_GROUP "group"       /* fan-in group id, empty when none */
+#define XM_F_MEMBER "member"     /* id it counts as in its group, when not its own job id */
 #define XM_F_ENQUEUED "enqueued" /* microseconds since the epoch when the job was added */
 #define XM_F_PAYLOAD "payload"   /* JSON object, phase-specific */
 

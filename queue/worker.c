@@ -515,16 +515,23 @@ static int append_host_state(struct worker *w, const struct job *job, enum host_
 
 enum settle { SETTLE_DONE, SETTLE_RETRY, SETTLE_DEAD, SETTLE_RELEASE, SETTLE_CANCELLED };
 
+/* The id a job counts as in its fan-in group: its own, or the member it continues. */
+static const char *job_member(const struct job *job)
+{
+    return job->member && job->member[0] ? job->member : job->id;
+}
+
 /*
  * WATCH xm:done:<job> (and the fan-in set) and read them. Returns 1 when the job was
  * already settled (done or dead) by someone, 0 otherwise, -1 on a Redis failure.
  * *last is set when this job's completion may hand off (no group, or last member).
  */
 static int watch_done(struct worker *w, const struct job *job, const char *done_key,
-                      const char *fanin_key, int *last, struct err *err)
+                      const char *fanin_key, int *last, char *up, size_t up_size, struct err *err)
 {
     int n = 0;
-    redisReply *r[5];
+    redisReply *r[6];
+    char up_key[200];
     const char *watch[] = {"WATCH", done_key, fanin_key};
     redisAppendCommandArgv(w->ctx, fanin_key ? 3 : 2, watch, NULL);
     n++;
@@ -532,11 +539,14 @@ static int watch_done(struct worker *w, const struct job *job, const char *done_
     redisAppendCommandArgv(w->ctx, 2, get, NULL);
     n++;
     if (fanin_key) {
-        const char *ism[] = {"SISMEMBER", fanin_key, job->id};
+        const char *ism[] = {"SISMEMBER", fanin_key, job_member(job)};
         const char *card[] = {"SCARD", fanin_key};
+        snprintf(up_key, sizeof(up_key), XM_FANIN_UP_FMT, job->group);
+        const char *getup[] = {"GET", up_key};
         redisAppendCommandArgv(w->ctx, 3, ism, NULL);
         redisAppendCommandArgv(w->ctx, 2, card, NULL);
-        n += 2;
+        redisAppendCommandArgv(w->ctx, 2, getup, NULL);
+        n += 3;
     }
     if (get_replies(w, r, n, err) < 0) {
         free_replies(r, n);
@@ -563,6 +573,8 @@ static int watch_done(struct worker *w, const struct job *job, const char *done_
             goto out;
         }
         *last = card == 1;
+        if (up && r[4]->type == REDIS_REPLY_STRING && r[4]->len < up_size)
+            memcpy(up, r[4]->str, r[4]->len + 1);
     }
 out:
     free_replies(r, n);
@@ -578,10 +590,11 @@ out:
  * attempt -> same member, so a repeated ZADD cannot schedule it twice). */
 static char *delayed_member(const struct job *job, long long next_attempt)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", XM_F_JOB, job->id,
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", XM_F_JOB, job->id,
                           XM_F_MIGRATION, job->migration, XM_F_HOST, job->host, XM_F_DISK,
-                          job->disk, XM_F_PHASE, job->phase, XM_F_GROUP, job->group, XM_F_ATTEMPT,
-                          (json_int_t)next_attempt, XM_F_PAYLOAD, job->payload);
+                          job->disk, XM_F_PHASE, job->phase, XM_F_GROUP, job->group, XM_F_MEMBER,
+                          job->member ? job->member : "", XM_F_ATTEMPT, (json_int_t)next_attempt,
+                          XM_F_PAYLOAD, job->payload);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -602,20 +615,42 @@ static int append_set_done(struct worker *w, const char *done_key, const char *v
 /* DONE: mark it done, leave the fan-in group, and hand off (only the last member of a
  * group hands off; a fan-out makes the next jobs a new group). */
 static int append_done(struct worker *w, const struct job *job, const struct job_result *res,
-                       const char *done_key, const char *fanin_key, int last, long long picked_us)
+                       const char *done_key, const char *fanin_key, int last, const char *up,
+                       long long picked_us)
 {
     int queued = 0;
     const char *next_phase = NULL;
-    char group_id[64] = "";
-    if (fanin_key) {
-        const char *srem[] = {"SREM", fanin_key, job->id};
+    char group_id[64] = "", member_id[JOB_ID_MAX + 1] = "";
+    /* A member that fans out keeps its place in its group: the job that ends the new
+     * group continues it (see XM_FANIN_UP_FMT). Any other member leaves now. */
+    int nested = fanin_key && res->fanout && res->n_next;
+    if (fanin_key && !nested) {
+        const char *srem[] = {"SREM", fanin_key, job_member(job)};
         redisAppendCommandArgv(w->ctx, 3, srem, NULL);
         queued++;
     }
     queued += append_set_done(w, done_key, "done");
+    if (nested)
+        last = 1;
+    if (fanin_key && !nested && last && up && up[0]) {
+        /* The group ends: its continuation joins the outer group as the member that made
+         * it ("<group> <member>"). */
+        const char *sp = strchr(up, ' ');
+        if (sp && (size_t)(sp - up) < sizeof(group_id)) {
+            memcpy(group_id, up, (size_t)(sp - up));
+            group_id[sp - up] = '\0';
+            xstrlcpy(member_id, sp + 1, sizeof(member_id));
+        }
+        char up_key[200];
+        snprintf(up_key, sizeof(up_key), XM_FANIN_UP_FMT, job->group);
+        const char *del[] = {"DEL", up_key};
+        redisAppendCommandArgv(w->ctx, 2, del, NULL);
+        queued++;
+    }
     if (last && res->n_next) {
         if (res->fanout) {
             xstrlcpy(group_id, job->id, sizeof(group_id));
+            member_id[0] = '\0';
             struct cmd *c = &w->cmd;
             cmd_reset(c);
             cmd_arg(c, "SADD");
@@ -624,6 +659,14 @@ static int append_done(struct worker *w, const struct job *job, const struct job
                 cmd_arg(c, res->next[i].id);
             cmd_append(w->ctx, c);
             queued++;
+            if (nested) {
+                cmd_reset(c);
+                cmd_arg(c, "SET");
+                cmd_argf(c, XM_FANIN_UP_FMT, group_id);
+                cmd_argf(c, "%s %s", job->group, job_member(job));
+                cmd_append(w->ctx, c);
+                queued++;
+            }
         }
         long long now = job_now_us();
         for (size_t i = 0; i < res->n_next; i++) {
@@ -634,6 +677,7 @@ static int append_done(struct worker *w, const struct job *job, const struct job
                 .disk = res->next[i].disk,
                 .phase = res->next[i].phase,
                 .group = group_id,
+                .member = member_id,
                 .payload = res->next[i].payload,
                 .attempt = 1,
             };
@@ -805,8 +849,10 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
 
     for (int tries = 0; tries < 100; tries++) {
         int last = 1;
+        char up[2 * JOB_ID_MAX + 4] = "";
         if (how == SETTLE_DONE || how == SETTLE_DEAD || how == SETTLE_CANCELLED) {
-            int st = watch_done(w, job, done_key, grouped ? fanin_key : NULL, &last, err);
+            int st = watch_done(w, job, done_key, grouped ? fanin_key : NULL, &last, up, sizeof(up),
+                                err);
             if (st < 0)
                 return -1;
             if (st == 1) {
@@ -830,7 +876,7 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
         switch (how) {
         case SETTLE_DONE:
             queued +=
-                append_done(w, job, res, done_key, grouped ? fanin_key : NULL, last, picked_us);
+                append_done(w, job, res, done_key, grouped ? fanin_key : NULL, last, up, picked_us);
             break;
         case SETTLE_RETRY:
             queued += append_retry(w, job, jerr, picked_us);
@@ -902,7 +948,7 @@ static int settle_many(struct worker *w, struct job *const *jobs,
             queued++;
             if (done[i])
                 continue; /* settled by someone else: only leave our PEL */
-            queued += append_done(w, jobs[i], res[i], keys[i], NULL, 1, picked_us);
+            queued += append_done(w, jobs[i], res[i], keys[i], NULL, 1, NULL, picked_us);
         }
         crash_point(w, "in_multi");
         crash_point(w, "before_exec");
@@ -1257,10 +1303,11 @@ static int promote_delayed(struct worker *w, struct err *err)
         const char *id = NULL, *mig = NULL, *host = NULL, *disk = NULL, *phase = NULL,
                    *group = NULL, *payload = NULL;
         json_int_t attempt = 0;
-        if (!o || json_unpack(o, "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", XM_F_JOB, &id,
+        const char *member = "";
+        if (!o || json_unpack(o, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s:I, s:s}", XM_F_JOB, &id,
                               XM_F_MIGRATION, &mig, XM_F_HOST, &host, XM_F_DISK, &disk, XM_F_PHASE,
-                              &phase, XM_F_GROUP, &group, XM_F_ATTEMPT, &attempt, XM_F_PAYLOAD,
-                              &payload) < 0) {
+                              &phase, XM_F_GROUP, &group, XM_F_MEMBER, &member, XM_F_ATTEMPT,
+                              &attempt, XM_F_PAYLOAD, &payload) < 0) {
             /* Unreadable member: dropped by the ZREM above, kept in xm:dead. */
             const char *dead[] = {
                 "XADD", XM_DEAD, "*", XM_F_PAYLOAD, m->str, XM_F_ERROR, "unreadable delayed entry"};
@@ -1282,6 +1329,7 @@ static int promote_delayed(struct worker *w, struct err *err)
                                 .disk = disk,
                                 .phase = phase,
                                 .group = group,
+                                .member = member,
                                 .payload = payload,
                                 .attempt = attempt};
         job_spec_xadd(&w->cmd, &spec, job_now_us());

@@ -43,6 +43,12 @@
  * transaction that enqueues them). A member's completion removes it; only the member
  * that empties the set hands off its own next jobs, so e.g. import is enqueued exactly
  * once however the disks finish.
+ *
+ * Nested fan-in: when a member of a group fans out in turn (a disk job splitting into
+ * shards), it keeps its place in its group; the new group records "<group> <member>"
+ * (xm:fanin:<id>:up), and the job that empties the new group hands off its next jobs as
+ * that member (envelope field "member"), so the outer group ends only after the inner
+ * one did: import starts once the last shard of the last disk is done.
  */
 #ifndef XM_WORKER_H
 #define XM_WORKER_H

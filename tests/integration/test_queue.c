@@ -766,6 +766,86 @@ static void test_migration_level_handoff(void **state)
     free(phase);
 }
 
+/* Nested fan-in, as convert needs it: each host's clone fans out 2 disk jobs (group G1,
+ * next: import); each disk job fans out 3 shards (group G2, made by a member of G1); the
+ * shard that ends G2 hands off one "finish" job that continues the disk's place in G1;
+ * the finish job that ends G1 hands off import. Exactly one finish per disk and one
+ * import per host, and import only after every finish. */
+static int nested_done(void *arg)
+{
+    struct cond *k = arg;
+    return rs_int(k->t->c, "XLEN xm:q:import") >= k->n &&
+           count_events(k->t, "job.done", "finish") + count_events(k->t, "job.joined", "finish") >=
+               2 * k->n;
+}
+
+static void test_nested_fanin(void **state)
+{
+    struct t *t = *state;
+    const int hosts = 4;
+    worker(t, "clone", "clone", NULL, NULL, NULL);
+    worker(t, "conv", "convert", NULL, NULL, NULL);
+    worker(t, "shard1", "shard", NULL, NULL, NULL);
+    worker(t, "shard2", "shard", NULL, NULL, NULL);
+    worker(t, "finish", "finish", "import", NULL, NULL);
+    for (int h = 0; h < hosts; h++) {
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", h);
+        enqueue_job(t->c, "clone", "m1", host, NULL,
+                    "{\"fanout\": 2, \"next\": \"convert\", \"child\": {\"fanout\": 3, "
+                    "\"next\": \"shard\", \"child\": {\"next\": \"finish\", \"jitter_ms\": 30}}}");
+    }
+    struct cond k = {t, NULL, NULL, NULL, hosts};
+    assert_true(wait_until(nested_done, &k, 60000));
+    /* Settled: nothing pending anywhere, no group left. */
+    assert_int_equal(pending(t, "xm:q:shard"), 0);
+    assert_int_equal(pending(t, "xm:q:finish"), 0);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:import"), hosts);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:finish"), 2 * hosts);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:shard"), 6 * hosts);
+    int seen[8] = {0};
+    for (int i = 0; i < hosts; i++) {
+        char *host = entry_field(t, "xm:q:import", (size_t)i, "host");
+        int h = -1;
+        assert_int_equal(sscanf(host, "h%d", &h), 1);
+        assert_in_range(h, 0, hosts - 1);
+        seen[h]++;
+        free(host);
+    }
+    for (int h = 0; h < hosts; h++)
+        assert_int_equal(seen[h], 1);
+    /* Each import was enqueued after the last finish of its host was settled. */
+    redisReply *ev = rs_cmd(t->c, "XRANGE xm:events - +");
+    for (int i = 0; i < hosts; i++) {
+        char *host = entry_field(t, "xm:q:import", (size_t)i, "host");
+        char *enq = entry_field(t, "xm:q:import", (size_t)i, "enqueued");
+        long long import_at = strtoll(enq, NULL, 10), last_finish = 0;
+        for (size_t e = 0; e < ev->elements; e++) {
+            redisReply *fv = ev->element[e]->element[1];
+            const char *ph = "", *hh = "", *ts = "0";
+            for (size_t f = 0; f + 1 < fv->elements; f += 2) {
+                if (strcmp(fv->element[f]->str, "phase") == 0)
+                    ph = fv->element[f + 1]->str;
+                if (strcmp(fv->element[f]->str, "host") == 0)
+                    hh = fv->element[f + 1]->str;
+                if (strcmp(fv->element[f]->str, "picked") == 0)
+                    ts = fv->element[f + 1]->str;
+            }
+            if (strcmp(ph, "finish") == 0 && strcmp(hh, host) == 0 &&
+                strtoll(ts, NULL, 10) > last_finish)
+                last_finish = strtoll(ts, NULL, 10);
+        }
+        assert_true(last_finish > 0 && import_at >= last_finish);
+        free(host);
+        free(enq);
+    }
+    freeReplyObject(ev);
+    redisReply *r = rs_cmd(t->c, "KEYS xm:fanin:*");
+    assert_int_equal(r->elements, 0);
+    freeReplyObject(r);
+    check_all_streams(t, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -785,6 +865,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_poison_pill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_migration_drops_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_level_handoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nested_fanin, setup, teardown),
     };
     struct err err = {0};
     schemas = jsonschema_set_load_dir(XM_SCHEMAS_DIR, &err);
