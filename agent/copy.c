@@ -676,6 +676,9 @@ static void *progress_main(void *arg)
 /* The copy running now, for copy_cancel() from the signal thread. */
 static pthread_mutex_t active_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct copy *active;
+/* A cancel that came while no copy was running (a signal during --lvm-snapshot or
+ * --freeze setup): the next copy_run() fails at once with it, instead of copying. */
+static char cancel_pending[128];
 
 void copy_cancel(const char *why)
 {
@@ -684,6 +687,8 @@ void copy_cancel(const char *why)
         struct agent_fail f = {0};
         agent_fail(&f, AGENT_FAILED, "%s", why);
         set_fail(active, &f);
+    } else if (!cancel_pending[0]) {
+        snprintf(cancel_pending, sizeof(cancel_pending), "%s", why[0] ? why : "cancelled");
     }
     pthread_mutex_unlock(&active_lock);
 }
@@ -744,10 +749,16 @@ enum agent_exit copy_run(const struct copy_opts *o, struct copy_result *res, str
     char *manifest = NULL;
     memset(res, 0, sizeof(*res));
 
+    struct agent_fail of = {0};
     pthread_mutex_lock(&active_lock);
     active = c;
+    if (cancel_pending[0])
+        agent_fail(&of, AGENT_FAILED, "%s", cancel_pending);
     pthread_mutex_unlock(&active_lock);
-    struct agent_fail of = {0};
+    if (of.code != AGENT_OK) {
+        set_fail(c, &of);
+        goto done;
+    }
     if (open_device(c, &of) < 0) {
         set_fail(c, &of);
         goto done;

@@ -77,7 +77,8 @@ struct copy_result {
 enum agent_exit copy_run(const struct copy_opts *o, struct copy_result *res, struct agent_fail *f);
 
 /* Stop the running copy (from another thread: a signal arrived) with AGENT_FAILED and
- * why as its message; threads finish the request in hand and leave. */
+ * why as its message; threads finish the request in hand and leave. Called while no
+ * copy runs, it makes the next copy_run() fail at once with that message. */
 void copy_cancel(const char *why);
 
 #endif

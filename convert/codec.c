@@ -99,8 +99,8 @@ size_t convert_gzip_bound(size_t len)
     return 10 + stored_size(len) + 8;
 }
 
-size_t convert_zlib(struct libdeflate_compressor *c, const uint8_t *in, size_t len,
-                    uint8_t *out, size_t cap)
+size_t convert_zlib(struct libdeflate_compressor *c, const uint8_t *in, size_t len, uint8_t *out,
+                    size_t cap)
 {
     XM_ASSERT(cap >= convert_zlib_bound(len));
     if (!convert_looks_random(in, len)) {
@@ -117,8 +117,8 @@ size_t convert_zlib(struct libdeflate_compressor *c, const uint8_t *in, size_t l
     return o + 4;
 }
 
-size_t convert_gzip(struct libdeflate_compressor *c, const uint8_t *in, size_t len,
-                    uint8_t *out, size_t cap)
+size_t convert_gzip(struct libdeflate_compressor *c, const uint8_t *in, size_t len, uint8_t *out,
+                    size_t cap)
 {
     XM_ASSERT(cap >= convert_gzip_bound(len));
     if (!convert_looks_random(in, len)) {

@@ -354,8 +354,8 @@ struct convert_result *convert_shard_finish(struct convert_shard *sh, struct err
 {
     XM_ASSERT(!sh->done);
     if (sh->pos != sh->in_len) {
-        err_set(err, ERR_PERMANENT, "shard %zu: input ended after %llu of %llu bytes",
-                sh->index, (unsigned long long)sh->pos, (unsigned long long)sh->in_len);
+        err_set(err, ERR_PERMANENT, "shard %zu: input ended after %llu of %llu bytes", sh->index,
+                (unsigned long long)sh->pos, (unsigned long long)sh->in_len);
         return NULL;
     }
     if (sh->carry_len) {
@@ -510,13 +510,11 @@ fail:
 
 /* ---- finishing ---- */
 
-int convert_finish(const struct convert_plan *plan, struct convert_result *const *results,
-                   size_t n, const struct convert_sink *sink, uint64_t *total,
-                   struct err *err)
+int convert_finish(const struct convert_plan *plan, struct convert_result *const *results, size_t n,
+                   const struct convert_sink *sink, uint64_t *total, struct err *err)
 {
     if (n != plan->nshards)
-        return err_set(err, ERR_PERMANENT, "finish: %zu results for %zu shards", n,
-                       plan->nshards);
+        return err_set(err, ERR_PERMANENT, "finish: %zu results for %zu shards", n, plan->nshards);
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
         const struct convert_result *r = results[i];
@@ -547,7 +545,7 @@ int convert_finish(const struct convert_plan *plan, struct convert_result *const
         return err_set(err, ERR_PERMANENT, "unknown image format");
     }
     if (total)
-        *total = plan->layout == CONVERT_LAYOUT_FIXED ? plan->fixed_size
-                                                      : plan->head_len + sum + tail;
+        *total =
+            plan->layout == CONVERT_LAYOUT_FIXED ? plan->fixed_size : plan->head_len + sum + tail;
     return 0;
 }

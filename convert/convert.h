@@ -75,21 +75,21 @@ enum convert_adapter {
     CONVERT_ADAPTER_IDE,          /* "ide" */
 };
 
-#define CONVERT_LEVEL_DEFAULT 6      /* deflate level (libdeflate 1..12) when params say 0 */
-#define CONVERT_WRITE_MAX (4u << 20) /* no single sink write is longer (Azure Put Page) */
-#define CONVERT_SIZE_MAX (64ull << 40)   /* cap on any disk: 64 TiB */
+#define CONVERT_LEVEL_DEFAULT 6            /* deflate level (libdeflate 1..12) when params say 0 */
+#define CONVERT_WRITE_MAX (4u << 20)       /* no single sink write is longer (Azure Put Page) */
+#define CONVERT_SIZE_MAX (64ull << 40)     /* cap on any disk: 64 TiB */
 #define CONVERT_VMDK_SIZE_MAX (2ull << 40) /* VMDK grain offsets are 32-bit sectors */
 #define CONVERT_SHARDS_MAX 1000000u        /* cap on shards per image */
 
 /* What a plan is made from. Every process of one image must pass the same values. */
 struct convert_params {
     enum convert_format format;
-    uint64_t in_size;    /* bytes of the source disk, > 0 */
-    uint64_t shard_size; /* bytes per shard (the last is shorter), a multiple of
-                            convert_shard_align(format); 0: one shard */
-    int64_t created;     /* Unix time written into the image (VHD timestamp, tar mtime) */
-    uint8_t id[16];      /* VHD unique id (a UUID); the VMDK CID is its first 4 bytes */
-    int level;           /* deflate level for vmdk and gce-tar, 1..12; 0: default */
+    uint64_t in_size;             /* bytes of the source disk, > 0 */
+    uint64_t shard_size;          /* bytes per shard (the last is shorter), a multiple of
+                                     convert_shard_align(format); 0: one shard */
+    int64_t created;              /* Unix time written into the image (VHD timestamp, tar mtime) */
+    uint8_t id[16];               /* VHD unique id (a UUID); the VMDK CID is its first 4 bytes */
+    int level;                    /* deflate level for vmdk and gce-tar, 1..12; 0: default */
     enum convert_adapter adapter; /* VMDK only */
 };
 
@@ -139,8 +139,7 @@ struct convert_result;
 struct convert_shard *convert_shard_new(const struct convert_plan *plan, size_t i,
                                         const struct convert_sink *sink);
 /* The next len input bytes of the shard, in order. Blocks in the sink. buf borrowed. */
-int convert_shard_write(struct convert_shard *sh, const void *buf, size_t len,
-                        struct err *err);
+int convert_shard_write(struct convert_shard *sh, const void *buf, size_t len, struct err *err);
 /* The next len input bytes are zeros (a hole, a chunk the manifest marks as zero). */
 int convert_shard_zero(struct convert_shard *sh, uint64_t len, struct err *err);
 /* After exactly the shard's in_len bytes: flush and return its result (new; free with
@@ -175,9 +174,8 @@ struct convert_result *convert_result_decode(const struct convert_plan *plan, co
  * Sets *total (if not NULL) to the size of the whole output image. Blocks in the sink.
  * Idempotent: the same plan and results give the same bytes.
  */
-int convert_finish(const struct convert_plan *plan, struct convert_result *const *results,
-                   size_t n, const struct convert_sink *sink, uint64_t *total,
-                   struct err *err);
+int convert_finish(const struct convert_plan *plan, struct convert_result *const *results, size_t n,
+                   const struct convert_sink *sink, uint64_t *total, struct err *err);
 
 /* ---- format details exposed for tests (fixed inputs give fixed bytes) ---- */
 

@@ -124,10 +124,10 @@ size_t convert_zlib_bound(size_t len);
 size_t convert_gzip_bound(size_t len);
 /* Compress in into out (capacity >= the bound above); returns the bytes written. Data that
  * looks random or does not shrink is stored (deflate stored blocks) instead. */
-size_t convert_zlib(struct libdeflate_compressor *c, const uint8_t *in, size_t len,
-                    uint8_t *out, size_t cap);
-size_t convert_gzip(struct libdeflate_compressor *c, const uint8_t *in, size_t len,
-                    uint8_t *out, size_t cap);
+size_t convert_zlib(struct libdeflate_compressor *c, const uint8_t *in, size_t len, uint8_t *out,
+                    size_t cap);
+size_t convert_gzip(struct libdeflate_compressor *c, const uint8_t *in, size_t len, uint8_t *out,
+                    size_t cap);
 struct libdeflate_compressor *convert_compressor_new(int level);
 
 /* ---- convert.c: output staging shared by the CONCAT formats ---- */

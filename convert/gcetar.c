@@ -50,18 +50,18 @@ void convert_tar_header(uint8_t out[512], uint64_t size, int64_t mtime)
     tar_octal(out + 116, 8, 0);    /* gid */
     if (size <= OCTAL11_MAX) {
         tar_octal(out + 124, 12, size);
-    } else { /* GNU base-256: high bit of the first byte set, then big-endian */
-        out[124] = 0x80;
-        for (int i = 0; i < 11; i++)
+    } else {             /* GNU base-256: high bit of the first byte set, then big-endian */
+        out[124] = 0x80; /* bytes 125..127 stay zero: a u64 fills the last eight */
+        for (int i = 0; i < 8; i++)
             out[135 - i] = (uint8_t)(size >> (8 * i));
     }
     uint64_t mt = mtime < 0 ? 0 : (uint64_t)mtime > OCTAL11_MAX ? OCTAL11_MAX : (uint64_t)mtime;
     tar_octal(out + 136, 12, mt);
-    out[156] = '0';                /* regular file */
+    out[156] = '0';                  /* regular file */
     memcpy(out + 257, "ustar  ", 8); /* oldgnu magic "ustar " and version " \0" */
-    memcpy(out + 265, "root", 4);  /* uname */
-    memcpy(out + 297, "root", 4);  /* gname */
-    memset(out + 148, ' ', 8);     /* the checksum counts its own field as spaces */
+    memcpy(out + 265, "root", 4);    /* uname */
+    memcpy(out + 297, "root", 4);    /* gname */
+    memset(out + 148, ' ', 8);       /* the checksum counts its own field as spaces */
     unsigned sum = 0;
     for (int i = 0; i < 512; i++)
         sum += out[i];
@@ -74,8 +74,7 @@ void convert_gce_plan(struct convert_plan *plan)
     uint8_t hdr[TAR_BLOCK];
     convert_tar_header(hdr, plan->disk_size, plan->p.created);
     plan->head = xmalloc(convert_gzip_bound(sizeof(hdr)));
-    plan->head_len =
-        convert_gzip(c, hdr, sizeof(hdr), plan->head, convert_gzip_bound(sizeof(hdr)));
+    plan->head_len = convert_gzip(c, hdr, sizeof(hdr), plan->head, convert_gzip_bound(sizeof(hdr)));
 
     uint8_t *zeros = xcalloc(1, GCE_MEMBER);
     plan->zero_member = xmalloc(convert_gzip_bound(GCE_MEMBER));

@@ -86,8 +86,7 @@ struct tail_ctx {
     uint64_t base; /* CONCAT: where the tail starts; FIXED: 0 (offsets are absolute) */
 };
 
-static int tail_sink_write(void *ctx, uint64_t off, const void *buf, size_t len,
-                           struct err *err)
+static int tail_sink_write(void *ctx, uint64_t off, const void *buf, size_t len, struct err *err)
 {
     struct tail_ctx *t = ctx;
     return write_all(t->fd, t->base + off, buf, len, err);
@@ -307,7 +306,8 @@ int convert_local_run(const struct convert_local_opts *o, struct convert_local_s
     unsigned threads = o->threads ? o->threads : 1;
     if (threads > n)
         threads = (unsigned)n;
-    j.window = 2 * (size_t)threads;
+    /* Room to run ahead of a slow shard (text among zeros) without holding many outputs. */
+    j.window = 4 * (size_t)threads;
     tids = xcalloc(threads, sizeof(*tids));
     for (; started < threads; started++) {
         int perr = pthread_create(&tids[started], NULL, worker, &j);
@@ -328,8 +328,8 @@ int convert_local_run(const struct convert_local_opts *o, struct convert_local_s
         goto out;
     }
 
-    struct tail_ctx tc = {j.out_fd, convert_plan_layout(plan) == CONVERT_LAYOUT_FIXED ? 0
-                                                                                     : j.out_off};
+    struct tail_ctx tc = {j.out_fd,
+                          convert_plan_layout(plan) == CONVERT_LAYOUT_FIXED ? 0 : j.out_off};
     struct convert_sink tail = {tail_sink_write, &tc};
     if (convert_finish(plan, j.results, n, &tail, &total, err) < 0)
         goto out;

@@ -5,7 +5,7 @@
  * Input is read through a read-only mapping (holes found with SEEK_DATA/SEEK_HOLE are fed
  * as zeros without touching them). FIXED layouts (raw, vhd) are written in place into an
  * output made sparse with ftruncate; CONCAT layouts (vmdk, gce-tar) compress each shard
- * into memory and append finished shards in order, holding at most 2 x threads shard
+ * into memory and append finished shards in order, holding at most 4 x threads shard
  * outputs at once. The output is removed if the conversion fails. The input must not
  * shrink while it is read (the mapping would fault).
  */

@@ -27,7 +27,7 @@
 
 #define THREADS_MAX 64u
 #define SHARD_MIB_MAX 1024u
-#define SHARD_MIB_DEFAULT 64u
+#define SHARD_MIB_DEFAULT 16u /* the agent's chunk size: the sharded converter's unit */
 
 static void usage(FILE *f)
 {
@@ -114,10 +114,14 @@ static double now_s(void)
 static int local_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"from", required_argument, NULL, 'f'},  {"to", required_argument, NULL, 't'},
-        {"shard-mib", required_argument, NULL, 's'}, {"threads", required_argument, NULL, 'j'},
-        {"level", required_argument, NULL, 'l'}, {"created", required_argument, NULL, 'c'},
-        {"uuid", required_argument, NULL, 'u'},  {"help", no_argument, NULL, 'h'},
+        {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 't'},
+        {"shard-mib", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 'j'},
+        {"level", required_argument, NULL, 'l'},
+        {"created", required_argument, NULL, 'c'},
+        {"uuid", required_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct convert_local_opts o = {.created = (int64_t)time(NULL)};
@@ -218,8 +222,8 @@ static int local_main(int argc, char **argv)
              "from=raw to=%s in=%s out=%s in_bytes=%llu out_bytes=%llu shards=%zu threads=%u "
              "seconds=%.3f in_mb_per_s=%.1f",
              to, log_quote(qin, sizeof(qin), o.in), log_quote(qout, sizeof(qout), o.out),
-             (unsigned long long)st.in_size, (unsigned long long)st.out_size, st.shards,
-             st.threads, secs, secs > 0 ? (double)st.in_size / 1e6 / secs : 0.0);
+             (unsigned long long)st.in_size, (unsigned long long)st.out_size, st.shards, st.threads,
+             secs, secs > 0 ? (double)st.in_size / 1e6 / secs : 0.0);
     return 0;
 }
 

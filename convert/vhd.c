@@ -55,8 +55,7 @@ void convert_vhd_chs(uint64_t total_sectors, unsigned *cylinders, unsigned *head
     *sectors_per_track = (unsigned)spt;
 }
 
-void convert_vhd_footer(uint8_t out[512], uint64_t disk_size, int64_t created,
-                        const uint8_t id[16])
+void convert_vhd_footer(uint8_t out[512], uint64_t disk_size, int64_t created, const uint8_t id[16])
 {
     memset(out, 0, 512);
     memcpy(out, "conectix", 8);

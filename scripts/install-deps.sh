@@ -13,6 +13,7 @@ pkgs=(
     docker-compose
     zstd curl openssl
     ansible-core openssh-server openssh-client iproute2
+    lvm2
 )
 
 # Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource

@@ -96,8 +96,8 @@ static int failing_write(void *ctx, uint64_t off, const void *buf, size_t len, s
 
 static struct convert_plan *plan_of(enum convert_format f, uint64_t size, uint64_t shard)
 {
-    struct convert_params p = {.format = f, .in_size = size, .shard_size = shard,
-                               .created = 1764113160};
+    struct convert_params p = {
+        .format = f, .in_size = size, .shard_size = shard, .created = 1764113160};
     for (int i = 0; i < 16; i++)
         p.id[i] = (uint8_t)(0xa0 + i);
     struct err e = {0};
@@ -152,8 +152,7 @@ static struct convert_result *through_bytes(const struct convert_plan *plan,
 }
 
 /* CONCAT: every shard (last first) into its own piece; returns head ++ pieces ++ tail. */
-static uint8_t *build_concat(const struct convert_plan *plan, const uint8_t *disk,
-                             size_t *out_len)
+static uint8_t *build_concat(const struct convert_plan *plan, const uint8_t *disk, size_t *out_len)
 {
     size_t n = convert_plan_nshards(plan);
     struct mem *pieces = xcalloc(n, sizeof(*pieces));
@@ -286,9 +285,8 @@ static void test_vhd_chs(void **state)
         unsigned c, h, s;
         convert_vhd_chs(cases[i].sectors, &c, &h, &s);
         if (c != cases[i].c || h != cases[i].h || s != cases[i].s)
-            fail_msg("%llu sectors: %u/%u/%u, want %u/%u/%u",
-                     (unsigned long long)cases[i].sectors, c, h, s, cases[i].c, cases[i].h,
-                     cases[i].s);
+            fail_msg("%llu sectors: %u/%u/%u, want %u/%u/%u", (unsigned long long)cases[i].sectors,
+                     c, h, s, cases[i].c, cases[i].h, cases[i].s);
     }
 }
 
@@ -347,7 +345,8 @@ static void test_vhd_and_raw_shards(void **state)
     disk[size - 1] = 0x5a;
     for (int f = CONVERT_RAW; f <= CONVERT_VHD; f++) {
         struct convert_plan *plan = plan_of((enum convert_format)f, size, 600 * 512);
-        struct image im = {.size = convert_plan_fixed_size(plan), .sector_writes = f == CONVERT_VHD};
+        struct image im = {.size = convert_plan_fixed_size(plan),
+                           .sector_writes = f == CONVERT_VHD};
         im.p = xcalloc(1, im.size);
         struct convert_sink s = {image_write, &im};
         size_t n = convert_plan_nshards(plan);
@@ -541,7 +540,11 @@ static void test_tar_header(void **state)
     uint8_t h[512];
     convert_tar_header(h, 1ull << 30, 1764113160);
     assert_string_equal((const char *)h, "disk.raw");
-    assert_memory_equal(h + 100, "0000644\0" "0000000\0" "0000000\0", 24);
+    assert_memory_equal(h + 100,
+                        "0000644\0"
+                        "0000000\0"
+                        "0000000\0",
+                        24);
     assert_memory_equal(h + 124, "10000000000\0", 12);
     assert_memory_equal(h + 136, "15111435410\0", 12);
     assert_memory_equal(h + 148, "011203\0 ", 8); /* computed independently (Python) */
@@ -614,8 +617,8 @@ static void check_gce(const uint8_t *img, size_t len, const uint8_t *disk, size_
     libdeflate_free_decompressor(d);
     free(out);
     assert_true(members >= 3);
-    assert_true(c.pos == 512 + c.disk_size + 1024 +
-                             (10240 - (512 + c.disk_size + 1024) % 10240) % 10240);
+    assert_true(c.pos ==
+                512 + c.disk_size + 1024 + (10240 - (512 + c.disk_size + 1024) % 10240) % 10240);
 }
 
 static void test_gce_shards(void **state)
