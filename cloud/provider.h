@@ -112,6 +112,24 @@ struct provider_ops {
      */
     char *(*read_url)(struct provider *p, const char *migration, const char *host, const char *disk,
                       const char *name, long expires, struct err *err);
+    /* Read a whole object of the migration's storage (manifest, chunk): new buffer. */
+    int (*read_object)(struct provider *p, const char *bucket, const char *key, size_t max,
+                       char **data, size_t *len, struct err *err);
+    /*
+     * Converting one disk into what the cloud imports (AWS: an EBS snapshot written
+     * block by block). disk_begin makes (or finds again) the target for a disk of size
+     * bytes and returns its reference and block size; disk_write writes len bytes of raw
+     * disk at offset (a multiple of the block size) skipping all-zero blocks and says how
+     * many blocks it wrote; disk_finish completes the target once every shard is written
+     * (blocks = all blocks written) and waits until it is usable. Re-runs are safe.
+     */
+    int (*disk_begin)(struct provider *p, const char *migration, const char *host, const char *disk,
+                      unsigned long long size, char ref[PROVIDER_ID_MAX], long *block_size,
+                      struct err *err);
+    int (*disk_write)(struct provider *p, const char *ref, long block_size,
+                      unsigned long long offset, const void *data, size_t len, long long *blocks,
+                      struct err *err);
+    int (*disk_finish)(struct provider *p, const char *ref, long long blocks, struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);

@@ -227,11 +227,15 @@ static int local_main(int argc, char **argv)
     return 0;
 }
 
+int convert_worker_main(void);
+
 int main(int argc, char **argv)
 {
     if (has_local_args(argc, argv))
         return local_main(argc, argv);
-    /* The queue worker mode (no --from/--to) is not built yet. */
+    /* Without arguments: the convert phase's queue worker (workers/convert/worker.c). */
+    if (argc == 1)
+        return convert_worker_main();
     usage(stderr);
     return 2;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "aws/aws.h"
+#include "aws/ebs.h"
 #include "aws/ec2net.h"
 #include "aws/s3.h"
 #include "aws/vm.h"
@@ -214,6 +215,72 @@ static char *aws_read_url(struct provider *p, const char *migration, const char 
     return s3_presign(p->aws, "GET", bucket, key, expires, err);
 }
 
+static int aws_read_object(struct provider *p, const char *bucket, const char *key, size_t max,
+                           char **data, size_t *len, struct err *err)
+{
+    return s3_get(p->aws, bucket, key, 0, 0, max, data, len, err);
+}
+
+static int aws_disk_begin(struct provider *p, const char *migration, const char *host,
+                          const char *disk, unsigned long long size, char ref[PROVIDER_ID_MAX],
+                          long *block_size, struct err *err)
+{
+    struct ebs_tags tags = {.migration = migration, .host = host, .disk = disk};
+    struct ebs_snapshot snap;
+    int found = 0;
+    /* A completed snapshot of this disk from an earlier run is reused as it is. */
+    if (ebs_find(p->aws, &tags, &snap, &found, err) < 0)
+        return -1;
+    if (!found || !snap.block_size) {
+        char token[65];
+        ebs_client_token(&tags, token);
+        if (ebs_start(p->aws, ebs_volume_gib(size), "xmigrate disk", &tags, token, &snap, err) < 0)
+            return -1;
+    }
+    xstrlcpy(ref, snap.id, PROVIDER_ID_MAX);
+    *block_size = snap.block_size;
+    return 0;
+}
+
+static int aws_disk_write(struct provider *p, const char *ref, long block_size,
+                          unsigned long long offset, const void *data, size_t len,
+                          long long *blocks, struct err *err)
+{
+    struct ebs_snapshot snap;
+    memset(&snap, 0, sizeof(snap));
+    xstrlcpy(snap.id, ref, sizeof(snap.id));
+    snap.block_size = block_size;
+    snap.volume_gib = (long long)((offset + len + (1ULL << 30) - 1) >> 30) + 1;
+    *blocks = 0;
+    unsigned char *pad = NULL;
+    for (size_t o = 0; o < len; o += (size_t)block_size) {
+        const unsigned char *b = (const unsigned char *)data + o;
+        size_t n = len - o < (size_t)block_size ? len - o : (size_t)block_size;
+        if (n < (size_t)block_size) { /* the disk's last, short block: zero-padded */
+            pad = xcalloc(1, (size_t)block_size);
+            memcpy(pad, b, n);
+            b = pad;
+        }
+        if (!ebs_block_is_zero(b, (size_t)block_size)) {
+            long long index = (long long)((offset + o) / (unsigned long long)block_size);
+            if (ebs_put_block(p->aws, &snap, index, b, (size_t)block_size, err) < 0) {
+                free(pad);
+                return -1;
+            }
+            (*blocks)++;
+        }
+    }
+    free(pad);
+    return 0;
+}
+
+static int aws_disk_finish(struct provider *p, const char *ref, long long blocks, struct err *err)
+{
+    if (ebs_complete(p->aws, ref, blocks, err) < 0)
+        return -1;
+    return ebs_wait_completed(p->aws, ref, 3600, err);
+}
+
 const struct provider_ops aws_provider = {
     .cloud = "aws",
     .open = aws_open,
@@ -224,4 +291,8 @@ const struct provider_ops aws_provider = {
     .storage_ensure = aws_storage_ensure,
     .write_urls = aws_write_urls,
     .read_url = aws_read_url,
+    .read_object = aws_read_object,
+    .disk_begin = aws_disk_begin,
+    .disk_write = aws_disk_write,
+    .disk_finish = aws_disk_finish,
 };

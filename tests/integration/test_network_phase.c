@@ -5,7 +5,11 @@
  *   resources, and starts every host's prep job; a second job creates nothing new;
  * - import: a real xm-import worker takes a host's import job, registers the image from
  *   the host's converted boot disk (an EBS snapshot) and starts the instance in the
- *   blueprint's subnet, records it on the host; a second job starts nothing new.
+ *   blueprint's subnet, records it on the host; a second job starts nothing new;
+ * - convert: two real xm-convert workers turn a disk the way clone stores it (a manifest
+ *   and zstd chunks in S3) into an EBS snapshot in shards, checking every chunk's hash;
+ *   the snapshot read back block by block is the disk, and import is handed off once;
+ *   a corrupted chunk fails the disk for good, naming disk, chunk and offset.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +18,7 @@
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +28,19 @@
 
 #include "aws/aws.h"
 #include "aws/ebs.h"
+#include "aws/s3.h"
 #include "harness.h"
 #include "secret.h"
 #include "xmalloc.h"
 
+#include <zstd.h>
+
+#ifndef XM_CONVERT_BIN
+#error "XM_CONVERT_BIN must name the xm-convert binary"
+#endif
+#ifndef XM_NOOP_BIN
+#error "XM_NOOP_BIN must name the xm-noop binary"
+#endif
 #ifndef XM_IMPORT_BIN
 #error "XM_IMPORT_BIN must name the xm-import binary"
 #endif
@@ -360,6 +374,183 @@ static void test_import_phase_starts_the_vm_once(void **state)
     aws_free(a);
 }
 
+/* ---- convert */
+
+#define CV_CHUNK (512 * 1024)
+#define CV_SIZE (3 * 1024 * 1024 + 100) /* 7 chunks, the last one short */
+
+static unsigned char *cv_image(void)
+{
+    unsigned char *img = xcalloc(1, CV_SIZE);
+    memcpy(img + 510, "\x55\xaa", 2);
+    for (int i = 0; i < 8192; i++)
+        img[CV_CHUNK + 4096 + i] = (unsigned char)('a' + i % 26);
+    for (int i = 0; i < 8192; i++)
+        img[5 * CV_CHUNK + 100 + i] = (unsigned char)(i * 7919 >> 3);
+    img[CV_SIZE - 1] = 1;
+    return img;
+}
+
+/* Store img the way xm-agent does: zstd chunks and a manifest, written last. */
+static void cv_store(struct aws *a, const char *bucket, const char *prefix,
+                     const unsigned char *img, int corrupt_chunk)
+{
+    struct err err = {0};
+    char etag[S3_ETAG_MAX], key[300];
+    json_t *chunks = json_array();
+    for (size_t off = 0, i = 0; off < CV_SIZE; off += CV_CHUNK, i++) {
+        size_t len = CV_SIZE - off < CV_CHUNK ? CV_SIZE - off : CV_CHUNK;
+        int zero = 1;
+        for (size_t k = 0; k < len && zero; k++)
+            zero = img[off + k] == 0;
+        char sha[65];
+        secret_sha256_hex(img + off, len, sha);
+        json_array_append_new(chunks, json_pack("{s:I, s:I, s:I, s:s, s:b}", "index", (json_int_t)i,
+                                                "offset", (json_int_t)off, "length",
+                                                (json_int_t)len, "sha256", sha, "zero", zero));
+        if (zero)
+            continue;
+        size_t cap = ZSTD_compressBound(len);
+        unsigned char *z = xmalloc(cap);
+        size_t zl = ZSTD_compress(z, cap, img + off, len, 3);
+        assert_false(ZSTD_isError(zl));
+        if ((int)i == corrupt_chunk)
+            z[zl / 2] ^= 0x40; /* a flipped bit in storage */
+        snprintf(key, sizeof(key), "%s/%zu.zst", prefix, i);
+        assert_int_equal(s3_put(a, bucket, key, z, zl, NULL, etag, &err), 0);
+        free(z);
+    }
+    json_t *m = json_pack("{s:I, s:I, s:o}", "device_size", (json_int_t)CV_SIZE, "chunk_size",
+                          (json_int_t)CV_CHUNK, "chunks", chunks);
+    char *text = json_dumps(m, JSON_COMPACT);
+    snprintf(key, sizeof(key), "%s/manifest.json", prefix);
+    assert_int_equal(s3_put(a, bucket, key, text, strlen(text), NULL, etag, &err), 0);
+    free(text);
+    json_decref(m);
+}
+
+static pid_t start_argv(struct t *t, char *const argv[], const char *name)
+{
+    char endpoint[128];
+    snprintf(endpoint, sizeof(endpoint), "XM_AWS_ENDPOINT=%s", t->moto.endpoint);
+    char consumer[64];
+    snprintf(consumer, sizeof(consumer), "XM_CONSUMER=%s", name);
+    char *env[] = {endpoint,
+                   "XM_MASTER_KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                   consumer,
+                   "XM_BLOCK_MS=100",
+                   "XM_MAX_ATTEMPTS=2",
+                   "XM_RETRY_BASE_MS=50",
+                   "XM_LOG_LEVEL=debug",
+                   NULL};
+    return spawn_worker(&t->srv, name, argv, env);
+}
+
+static int import_or_dead(void *arg)
+{
+    struct cond *k = arg;
+    return rs_int(k->t->c, "XLEN xm:q:import") >= 1 || rs_int(k->t->c, "XLEN xm:dead") >= 1;
+}
+
+static void run_convert(struct t *t, const char *mig, int corrupt_chunk, pid_t pids[4])
+{
+    seed(t, mig, t->moto.secret_key);
+    struct aws *a = client(t);
+    struct err err = {0};
+    const char *bucket = "xm-convert-test";
+    assert_int_equal(s3_bucket_ensure(a, bucket, 30, &err), 0);
+    unsigned char *img = cv_image();
+    char prefix[200];
+    snprintf(prefix, sizeof(prefix), "xmigrate/%s/web1/d1", mig);
+    cv_store(a, bucket, prefix, img, corrupt_chunk);
+    free(img);
+    aws_free(a);
+
+    char *clone_argv[] = {XM_NOOP_BIN, "clone", NULL};
+    char *conv_argv[] = {XM_CONVERT_BIN, NULL};
+    pids[0] = start_argv(t, clone_argv, "clone");
+    pids[1] = start_argv(t, conv_argv, "conv1");
+    pids[2] = start_argv(t, conv_argv, "conv2");
+    /* What clone hands off: one convert job per disk, in the host's fan-in group. */
+    char payload[600];
+    snprintf(payload, sizeof(payload),
+             "{\"fanout\": 1, \"next\": \"convert\", \"child\": {\"bucket\": \"%s\", "
+             "\"manifest\": \"%s/manifest.json\"}}",
+             bucket, prefix);
+    enqueue_job(t->c, "clone", mig, "web1", NULL, payload);
+    struct cond k = {t, NULL, 0};
+    assert_true(wait_until(import_or_dead, &k, 120000));
+}
+
+static void stop_all(pid_t pids[4])
+{
+    for (int i = 0; i < 3; i++)
+        if (pids[i] > 0)
+            stop_process(pids[i], SIGTERM);
+}
+
+static void test_convert_phase_writes_the_disk_once(void **state)
+{
+    struct t *t = *state;
+    pid_t pids[4] = {0};
+    run_convert(t, "mig-c1", -1, pids);
+    assert_int_equal(rs_int(t->c, "XLEN xm:dead"), 0);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:import"), 1);
+    char *snap = rs_str(t->c, "HGET xm:disk:mig-c1:web1:d1 image");
+    assert_int_equal(strncmp(snap, "snap-", 5), 0);
+    char *shards = rs_str(t->c, "HGET xm:disk:mig-c1:web1:d1 shards");
+    assert_string_equal(shards, "2");
+
+    /* Read the snapshot back: it is the disk, zeros where no block was written. */
+    struct aws *a = client(t);
+    struct err err = {0};
+    struct ebs_block_list list;
+    assert_int_equal(ebs_list_blocks(a, snap, &list, &err), 0);
+    unsigned char *img = cv_image();
+    size_t padded = CV_SIZE + 4096;
+    unsigned char *got = xcalloc(1, padded);
+    unsigned char buf[1 << 20];
+    for (size_t i = 0; i < list.n; i++) {
+        size_t len = 0;
+        assert_int_equal(ebs_get_block(a, snap, &list.v[i], buf, sizeof(buf), &len, &err), 0);
+        size_t at = (size_t)list.v[i].index * len;
+        assert_true(at + len <= padded);
+        memcpy(got + at, buf, len);
+    }
+    assert_memory_equal(got, img, CV_SIZE);
+    ebs_block_list_release(&list);
+    stop_all(pids);
+    free(got);
+    free(img);
+    free(snap);
+    free(shards);
+    aws_free(a);
+}
+
+static void test_corrupt_chunk_fails_the_disk(void **state)
+{
+    struct t *t = *state;
+    pid_t pids[4] = {0};
+    run_convert(t, "mig-c2", 5, pids);
+    assert_int_equal(rs_int(t->c, "XLEN xm:q:import"), 0);
+    redisReply *r = rs_cmd(t->c, "XRANGE xm:dead - +");
+    assert_int_equal(r->elements, 1);
+    redisReply *fv = r->element[0]->element[1];
+    int found = 0;
+    for (size_t i = 0; i + 1 < fv->elements; i += 2)
+        if (strcmp(fv->element[i]->str, "error") == 0) {
+            found = 1;
+            const char *e = fv->element[i + 1]->str;
+            assert_non_null(strstr(e, "disk 'd1' chunk 5 at offset 2621440"));
+        }
+    assert_true(found);
+    freeReplyObject(r);
+    char *image = rs_str(t->c, "HGET xm:disk:mig-c2:web1:d1 image");
+    assert_string_equal(image, ""); /* nothing reported converted */
+    free(image);
+    stop_all(pids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +559,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_credential_fails_the_host_permanently, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_import_phase_starts_the_vm_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_convert_phase_writes_the_disk_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_chunk_fails_the_disk, setup, teardown),
     };
     return cmocka_run_group_tests_name("integration.network_phase", tests, NULL, NULL);
 }

@@ -31,7 +31,8 @@ static const json_t *placement(const json_t *bp, const char *host)
     return NULL;
 }
 
-/* The image reference of the host's boot disk, new string. */
+/* The image reference of the host's boot disk (the one marked boot, else the first in
+ * name order with an image), new string. */
 static char *boot_image(struct redisContext *c, const char *mig, const char *host, struct err *err)
 {
     char key[300];
@@ -49,8 +50,8 @@ static char *boot_image(struct redisContext *c, const char *mig, const char *hos
         if (d->elements == 2 && d->element[0]->type == REDIS_REPLY_STRING) {
             if (d->element[1]->type == REDIS_REPLY_STRING && strcmp(d->element[1]->str, "1") == 0)
                 image = xstrdup(d->element[0]->str);
-            else if (disks->elements == 1)
-                only = xstrdup(d->element[0]->str);
+            else if (!only)
+                only = xstrdup(d->element[0]->str); /* no disk marked: the first one */
         }
         freeReplyObject(d);
     }
