@@ -187,6 +187,32 @@ void aws_strv_free(char **v, size_t n)
     free(v);
 }
 
+xmlDoc *aws_xml_parse(const char *xml)
+{
+    size_t len = xml ? strlen(xml) : 0;
+    return parse(xml, len);
+}
+
+xmlNode *aws_xml_child(xmlNode *n, const char *name)
+{
+    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+void aws_xml_copy(xmlNode *n, const char *name, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    xmlNode *c = aws_xml_child(n, name);
+    if (!c)
+        return;
+    xmlChar *t = xmlNodeGetContent(c);
+    if (t && strlen((const char *)t) < size)
+        memcpy(buf, t, strlen((const char *)t) + 1);
+    xmlFree(t);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 static const char *const throttles[] = {

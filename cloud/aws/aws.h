@@ -116,6 +116,17 @@ char *aws_xml_text(const char *xml, size_t len, const char *path);
 char **aws_xml_all(const char *xml, size_t len, const char *name, size_t *n);
 void aws_strv_free(char **v, size_t n);
 
+/* Walking a parsed reply (libxml2 types; include <libxml/tree.h> to use them). */
+struct _xmlDoc;
+struct _xmlNode;
+/* Parse a NUL-terminated reply (no network, no error output); new doc or NULL. */
+struct _xmlDoc *aws_xml_parse(const char *xml);
+/* n's first direct child element named name (borrowed), or NULL. */
+struct _xmlNode *aws_xml_child(struct _xmlNode *n, const char *name);
+/* Text of n's direct child `name` into buf; "" when absent or too long for buf (an id
+ * is never silently cut). */
+void aws_xml_copy(struct _xmlNode *n, const char *name, char *buf, size_t size);
+
 /* Form-encode (application/x-www-form-urlencoded, RFC 3986 unreserved kept): new. */
 char *aws_form_encode(const char *s);
 

@@ -133,37 +133,6 @@ static int json_int_member(const json_t *obj, const char *name, long long *out)
 
 /* ---------------------------------------------------------------- EC2 XML */
 
-static xmlDoc *xml_parse(const char *xml)
-{
-    size_t len = xml ? strlen(xml) : 0;
-    if (!len || len > INT32_MAX)
-        return NULL;
-    return xmlReadMemory(xml, (int)len, NULL, NULL,
-                         XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                             XML_PARSE_NOWARNING);
-}
-
-static xmlNode *xml_child(xmlNode *n, const char *name)
-{
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
-            return c;
-    return NULL;
-}
-
-/* Text of n's direct child `name` into buf; "" when absent or too long for buf. */
-static void xml_copy(xmlNode *n, const char *name, char *buf, size_t size)
-{
-    buf[0] = '\0';
-    xmlNode *c = xml_child(n, name);
-    if (!c)
-        return;
-    xmlChar *t = xmlNodeGetContent(c);
-    if (t && strlen((const char *)t) < size)
-        memcpy(buf, t, strlen((const char *)t) + 1);
-    xmlFree(t);
-}
-
 /* One item of DescribeSnapshots. */
 struct snap_item {
     char id[EBS_ID_MAX];
@@ -177,22 +146,22 @@ struct snap_item {
 static struct snap_item *snapshot_items(const char *xml, size_t *n)
 {
     *n = 0;
-    xmlDoc *doc = xml_parse(xml);
+    xmlDoc *doc = aws_xml_parse(xml);
     if (!doc)
         return NULL;
     struct snap_item *v = NULL;
-    xmlNode *set = xml_child(xmlDocGetRootElement(doc), "snapshotSet");
+    xmlNode *set = aws_xml_child(xmlDocGetRootElement(doc), "snapshotSet");
     for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
         if (it->type != XML_ELEMENT_NODE || strcmp((const char *)it->name, "item") != 0)
             continue;
         v = xrealloc(v, sizeof(*v) * (*n + 1));
         struct snap_item *s = &v[(*n)++];
         char size[32];
-        xml_copy(it, "snapshotId", s->id, sizeof(s->id));
-        xml_copy(it, "status", s->status, sizeof(s->status));
-        xml_copy(it, "progress", s->progress, sizeof(s->progress));
-        xml_copy(it, "statusMessage", s->message, sizeof(s->message));
-        xml_copy(it, "volumeSize", size, sizeof(size));
+        aws_xml_copy(it, "snapshotId", s->id, sizeof(s->id));
+        aws_xml_copy(it, "status", s->status, sizeof(s->status));
+        aws_xml_copy(it, "progress", s->progress, sizeof(s->progress));
+        aws_xml_copy(it, "statusMessage", s->message, sizeof(s->message));
+        aws_xml_copy(it, "volumeSize", size, sizeof(size));
         s->volume_gib = strtoll(size, NULL, 10);
     }
     xmlFreeDoc(doc);

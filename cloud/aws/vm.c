@@ -114,52 +114,22 @@ static void pause_ms(long long ms)
 
 /* ---------------------------------------------------------------- EC2 XML */
 
-static xmlDoc *xml_parse(const char *xml)
-{
-    size_t len = xml ? strlen(xml) : 0;
-    if (!len || len > INT32_MAX)
-        return NULL;
-    return xmlReadMemory(xml, (int)len, NULL, NULL,
-                         XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                             XML_PARSE_NOWARNING);
-}
-
-static xmlNode *xml_child(xmlNode *n, const char *name)
-{
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
-            return c;
-    return NULL;
-}
-
-/* Text of n's direct child `name` into buf; "" when absent, cut to fit buf. */
-static void xml_copy(xmlNode *n, const char *name, char *buf, size_t size)
-{
-    buf[0] = '\0';
-    xmlNode *c = xml_child(n, name);
-    if (!c)
-        return;
-    xmlChar *t = xmlNodeGetContent(c);
-    xstrlcpy(buf, t ? (const char *)t : "", size);
-    xmlFree(t);
-}
-
 static void fill_instance(xmlNode *it, struct vm_instance *v)
 {
     memset(v, 0, sizeof(*v));
-    xml_copy(it, "instanceId", v->id, sizeof(v->id));
-    xml_copy(xml_child(it, "instanceState"), "name", v->state, sizeof(v->state));
-    xml_copy(it, "instanceType", v->instance_type, sizeof(v->instance_type));
-    xml_copy(it, "imageId", v->image_id, sizeof(v->image_id));
-    xml_copy(it, "subnetId", v->subnet_id, sizeof(v->subnet_id));
-    xml_copy(it, "privateIpAddress", v->private_ip, sizeof(v->private_ip));
-    xml_copy(it, "ipAddress", v->public_ip, sizeof(v->public_ip));
-    xml_copy(xml_child(it, "stateReason"), "message", v->reason, sizeof(v->reason));
+    aws_xml_copy(it, "instanceId", v->id, sizeof(v->id));
+    aws_xml_copy(aws_xml_child(it, "instanceState"), "name", v->state, sizeof(v->state));
+    aws_xml_copy(it, "instanceType", v->instance_type, sizeof(v->instance_type));
+    aws_xml_copy(it, "imageId", v->image_id, sizeof(v->image_id));
+    aws_xml_copy(it, "subnetId", v->subnet_id, sizeof(v->subnet_id));
+    aws_xml_copy(it, "privateIpAddress", v->private_ip, sizeof(v->private_ip));
+    aws_xml_copy(it, "ipAddress", v->public_ip, sizeof(v->public_ip));
+    aws_xml_copy(aws_xml_child(it, "stateReason"), "message", v->reason, sizeof(v->reason));
 }
 
 static void reservation_instances(xmlNode *reservation, struct vm_instance **v, size_t *n)
 {
-    xmlNode *set = xml_child(reservation, "instancesSet");
+    xmlNode *set = aws_xml_child(reservation, "instancesSet");
     for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
         if (it->type != XML_ELEMENT_NODE || strcmp((const char *)it->name, "item") != 0)
             continue;
@@ -173,12 +143,12 @@ static void reservation_instances(xmlNode *reservation, struct vm_instance **v, 
 static struct vm_instance *instance_items(const char *xml, size_t *n)
 {
     *n = 0;
-    xmlDoc *doc = xml_parse(xml);
+    xmlDoc *doc = aws_xml_parse(xml);
     if (!doc)
         return NULL;
     struct vm_instance *v = NULL;
     xmlNode *root = xmlDocGetRootElement(doc);
-    xmlNode *set = xml_child(root, "reservationSet");
+    xmlNode *set = aws_xml_child(root, "reservationSet");
     if (!set)
         reservation_instances(root, &v, n);
     for (xmlNode *r = set ? set->children : NULL; r; r = r->next)
@@ -197,19 +167,19 @@ struct image_item {
 static struct image_item *image_items(const char *xml, size_t *n)
 {
     *n = 0;
-    xmlDoc *doc = xml_parse(xml);
+    xmlDoc *doc = aws_xml_parse(xml);
     if (!doc)
         return NULL;
     struct image_item *v = NULL;
-    xmlNode *set = xml_child(xmlDocGetRootElement(doc), "imagesSet");
+    xmlNode *set = aws_xml_child(xmlDocGetRootElement(doc), "imagesSet");
     for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
         if (it->type != XML_ELEMENT_NODE || strcmp((const char *)it->name, "item") != 0)
             continue;
         v = xrealloc(v, sizeof(*v) * (*n + 1));
         struct image_item *m = &v[(*n)++];
-        xml_copy(it, "imageId", m->id, sizeof(m->id));
-        xml_copy(it, "imageState", m->state, sizeof(m->state));
-        xml_copy(xml_child(it, "stateReason"), "message", m->reason, sizeof(m->reason));
+        aws_xml_copy(it, "imageId", m->id, sizeof(m->id));
+        aws_xml_copy(it, "imageState", m->state, sizeof(m->state));
+        aws_xml_copy(aws_xml_child(it, "stateReason"), "message", m->reason, sizeof(m->reason));
     }
     xmlFreeDoc(doc);
     return v;

@@ -231,48 +231,18 @@ void vmimport_client_token(enum vmimport_kind kind, const struct ebs_tags *tags,
 
 /* ---------------------------------------------------------------- EC2 XML */
 
-static xmlDoc *xml_parse(const char *xml)
-{
-    size_t len = xml ? strlen(xml) : 0;
-    if (!len || len > INT32_MAX)
-        return NULL;
-    return xmlReadMemory(xml, (int)len, NULL, NULL,
-                         XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                             XML_PARSE_NOWARNING);
-}
-
 static int is_element(const xmlNode *n, const char *name)
 {
     return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0;
 }
 
-static xmlNode *xml_child(xmlNode *n, const char *name)
-{
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (is_element(c, name))
-            return c;
-    return NULL;
-}
-
-/* Text of n's direct child `name` into buf; "" when absent, cut to fit buf. */
-static void xml_copy(xmlNode *n, const char *name, char *buf, size_t size)
-{
-    buf[0] = '\0';
-    xmlNode *c = xml_child(n, name);
-    if (!c)
-        return;
-    xmlChar *t = xmlNodeGetContent(c);
-    xstrlcpy(buf, t ? (const char *)t : "", size);
-    xmlFree(t);
-}
-
 /* Status, message and progress of n (an image task, or a snapshot task's detail). */
 static void fill_state(xmlNode *n, struct vmimport_task *t)
 {
-    xml_copy(n, "status", t->status, sizeof(t->status));
-    xml_copy(n, "statusMessage", t->message, sizeof(t->message));
+    aws_xml_copy(n, "status", t->status, sizeof(t->status));
+    aws_xml_copy(n, "statusMessage", t->message, sizeof(t->message));
     char pct[16];
-    xml_copy(n, "progress", pct, sizeof(pct));
+    aws_xml_copy(n, "progress", pct, sizeof(pct));
     char *end = NULL;
     errno = 0;
     long p = strtol(pct, &end, 10);
@@ -286,22 +256,22 @@ static void fill_task(xmlNode *n, enum vmimport_kind kind, struct vmimport_task 
     memset(t, 0, sizeof(*t));
     t->kind = kind;
     t->progress = -1;
-    xml_copy(n, "importTaskId", t->id, sizeof(t->id));
+    aws_xml_copy(n, "importTaskId", t->id, sizeof(t->id));
     if (kind == VMIMPORT_IMAGE) {
         fill_state(n, t);
-        xml_copy(n, "imageId", t->image_id, sizeof(t->image_id));
-        xmlNode *set = xml_child(n, "snapshotDetailSet");
+        aws_xml_copy(n, "imageId", t->image_id, sizeof(t->image_id));
+        xmlNode *set = aws_xml_child(n, "snapshotDetailSet");
         for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
             if (is_element(it, "item")) {
-                xml_copy(it, "snapshotId", t->snapshot_id, sizeof(t->snapshot_id));
+                aws_xml_copy(it, "snapshotId", t->snapshot_id, sizeof(t->snapshot_id));
                 break; /* the first disk is the boot disk */
             }
         }
     } else {
-        xmlNode *detail = xml_child(n, "snapshotTaskDetail");
+        xmlNode *detail = aws_xml_child(n, "snapshotTaskDetail");
         if (detail) {
             fill_state(detail, t);
-            xml_copy(detail, "snapshotId", t->snapshot_id, sizeof(t->snapshot_id));
+            aws_xml_copy(detail, "snapshotId", t->snapshot_id, sizeof(t->snapshot_id));
         }
     }
 }
@@ -312,13 +282,13 @@ static int has_tags(xmlNode *n, const struct ebs_tags *tags)
     const char *keys[3] = {EBS_TAG_MIGRATION, EBS_TAG_HOST, EBS_TAG_DISK};
     const char *want[3] = {tags->migration, tags->host, tags->disk};
     int seen[3] = {0, 0, 0};
-    xmlNode *set = xml_child(n, "tagSet");
+    xmlNode *set = aws_xml_child(n, "tagSet");
     for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
         if (!is_element(it, "item"))
             continue;
         char key[128], value[EBS_TAG_VALUE_MAX + 1];
-        xml_copy(it, "key", key, sizeof(key));
-        xml_copy(it, "value", value, sizeof(value));
+        aws_xml_copy(it, "key", key, sizeof(key));
+        aws_xml_copy(it, "value", value, sizeof(value));
         for (int i = 0; i < 3; i++)
             if (strcmp(key, keys[i]) == 0 && strcmp(value, want[i]) == 0)
                 seen[i] = 1;
@@ -337,12 +307,12 @@ static struct vmimport_task *describe_items(const char *xml, enum vmimport_kind 
     *n = 0;
     if (next_token)
         *next_token = NULL;
-    xmlDoc *doc = xml_parse(xml);
+    xmlDoc *doc = aws_xml_parse(xml);
     if (!doc)
         return NULL;
     struct vmimport_task *v = NULL;
     xmlNode *root = xmlDocGetRootElement(doc);
-    xmlNode *set = xml_child(root, kinds[kind].task_set);
+    xmlNode *set = aws_xml_child(root, kinds[kind].task_set);
     for (xmlNode *it = set ? set->children : NULL; it; it = it->next) {
         if (!is_element(it, "item") || (tags && !has_tags(it, tags)))
             continue;
@@ -351,7 +321,7 @@ static struct vmimport_task *describe_items(const char *xml, enum vmimport_kind 
     }
     if (next_token) {
         char tok[1024];
-        xml_copy(root, "nextToken", tok, sizeof(tok));
+        aws_xml_copy(root, "nextToken", tok, sizeof(tok));
         if (tok[0])
             *next_token = xstrdup(tok);
     }
@@ -514,7 +484,7 @@ static int start(struct aws *a, enum vmimport_kind kind, const struct vmimport_s
     char *xml = NULL;
     if (aws_ec2(a, kinds[kind].import_action, p, &xml, err) < 0)
         return start_failed(a, kind, s, err);
-    xmlDoc *doc = xml_parse(xml);
+    xmlDoc *doc = aws_xml_parse(xml);
     free(xml);
     if (doc)
         fill_task(xmlDocGetRootElement(doc), kind, out);
