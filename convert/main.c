@@ -5,8 +5,8 @@
  *              [--level N] [--created UNIX_SECONDS] [--uuid UUID] IN OUT
  *
  * Local mode (any --from/--to argument): convert the file or block device IN into the
- * image file OUT, every shard in this process (see local.h). The queue worker mode (the
- * convert phase's jobs, one shard each) will be the other branch of main().
+ * image file OUT, every shard in this process (see local.h). Without arguments it is the
+ * convert phase's queue worker (workers/convert/worker.c).
  *
  * --created and --uuid fix the timestamp and identifiers written into the image (VHD
  * footer, VMDK CID, tar mtime), so that two runs give identical bytes; by default they

@@ -14,6 +14,7 @@ pkgs=(
     zstd curl openssl
     ansible-core openssh-server openssh-client iproute2
     lvm2
+    libdeflate-dev zlib1g-dev qemu-utils
 )
 
 # Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource

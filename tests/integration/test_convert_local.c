@@ -637,7 +637,8 @@ static void test_cli_errors(void **state)
     char *bad_shard[] = {XM_CONVERT_BIN, "--from", "raw",          "--to", "vhd",
                          "--shard-mib",  "0",      images[0].path, out,    NULL};
     expect_run(2, bad_shard, NULL, NULL);
-    char *no_mode[] = {XM_CONVERT_BIN, NULL};
+    /* (No arguments at all is the queue worker mode, not tested here.) */
+    char *no_mode[] = {XM_CONVERT_BIN, images[0].path, out, NULL};
     expect_run(2, no_mode, NULL, NULL);
     char *missing = tpath("missing.raw");
     char *no_input[] = {XM_CONVERT_BIN, "--from", "raw", "--to", "vmdk", missing, out, NULL};
