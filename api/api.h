@@ -14,6 +14,13 @@ struct api_req;
 struct cmd;
 struct jsonschema_set;
 
+/*
+ * (server.c) The error body {"error": {"code", "message", "path"}} (new). Bytes that are not UTF-8
+ * (a message quoting bad input, a path cut mid-character) become '?', so the body is
+ * always valid JSON; path may be NULL.
+ */
+json_t *api_error_body(const char *ecode, const char *path, const char *msg);
+
 /* creds.c */
 void cred_create(struct api_req *r);
 void cred_list(struct api_req *r);

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "api.h"
 #include "cmd.h"
 #include "config.h"
 #include "conn.h"
@@ -263,6 +264,29 @@ void api_reply_json(struct api_req *r, int code, json_t *body)
     free(text);
 }
 
+/* s as a JSON string; on invalid UTF-8 the same text with every byte >= 0x80 as '?'. */
+static json_t *json_string_lossy(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    char *copy = xstrdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    v = json_string(copy);
+    free(copy);
+    return v;
+}
+
+json_t *api_error_body(const char *ecode, const char *path, const char *msg)
+{
+    json_t *e = json_pack("{s:s, s:o}", "code", ecode, "message", json_string_lossy(msg));
+    if (e && path)
+        json_object_set_new(e, "path", json_string_lossy(path));
+    return e ? json_pack("{s:o}", "error", e) : NULL;
+}
+
 void api_reply_error(struct api_req *r, int code, const char *ecode, const char *path,
                      const char *fmt, ...)
 {
@@ -271,19 +295,7 @@ void api_reply_error(struct api_req *r, int code, const char *ecode, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    /* A message quoting input that is not UTF-8 must still make a valid reply. */
-    json_t *m = json_string(msg);
-    if (!m) {
-        for (char *p = msg; *p; p++)
-            if ((unsigned char)*p >= 0x80)
-                *p = '?';
-        m = json_string(msg);
-    }
-    json_t *e = json_pack("{s:s, s:o}", "code", ecode, "message", m);
-    json_t *jp = path ? json_string(path) : NULL;
-    if (jp)
-        json_object_set_new(e, "path", jp);
-    api_reply_json(r, code, json_pack("{s:o}", "error", e));
+    api_reply_json(r, code, api_error_body(ecode, path, msg));
 }
 
 void api_reply_unavailable(struct api_req *r, const struct err *err)

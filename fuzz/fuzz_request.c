@@ -84,7 +84,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ---------------------------------------------------------------- oracles */
 
-/* What api_reply_error() builds; abort when it could not be encoded (empty 400 body). */
+/* What api_reply_error() sends; abort when it could not be encoded (an empty 400). */
 static void reply_error(const char *path, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void reply_error(const char *path, const char *fmt, ...)
@@ -94,16 +94,13 @@ static void reply_error(const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *m = json_string(msg);
-    if (!m)
-        die("error message is not valid UTF-8", msg);
-    json_decref(m);
-    if (path) {
-        json_t *p = json_string(path);
-        if (!p)
-            die("error path is not valid UTF-8", path);
-        json_decref(p);
-    }
+    /* The body the server sends: it must always exist, with message and path in it. */
+    json_t *body = api_error_body("invalid_request", path, msg);
+    json_t *e = json_object_get(body, "error");
+    if (!body || !json_is_string(json_object_get(e, "message")) ||
+        (path && !json_is_string(json_object_get(e, "path"))))
+        die("error reply could not be encoded", msg);
+    json_decref(body);
 }
 
 static void check_tx(const struct cmd *cmds, int n)
