@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -217,8 +218,30 @@ struct lv_info {
     unsigned long long size, vg_free, extent;
 };
 
-/* lvs of one LV (a path or "vg/lv"). 0, or -1 with err. */
-static int lv_query(const char *lv, struct lv_info *in, struct err *err)
+/* What lvs understands for device: "/dev/mapper/<dm name>" for any node or link of a
+ * device-mapper device (/dev/dm-3 and /dev/disk/by-... links are not LV paths to lvs),
+ * else device as given. */
+static void lvs_name(const char *device, char *out, size_t size)
+{
+    snprintf(out, size, "%s", device);
+    struct stat st;
+    if (stat(device, &st) != 0 || !S_ISBLK(st.st_mode))
+        return;
+    char p[96], name[256];
+    snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/dm/name", major(st.st_rdev), minor(st.st_rdev));
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return;
+    if (fgets(name, sizeof(name), f)) {
+        name[strcspn(name, "\n")] = '\0';
+        if (name[0])
+            snprintf(out, size, "/dev/mapper/%s", name);
+    }
+    fclose(f);
+}
+
+/* lvs of one LV (a path or "vg/lv"; shown: its name in messages). 0, or -1 with err. */
+static int lv_query(const char *lv, const char *shown, struct lv_info *in, struct err *err)
 {
     struct cmd c;
     char *argv[] = {"lvs",
@@ -238,15 +261,15 @@ static int lv_query(const char *lv, struct lv_info *in, struct err *err)
         return err_set(err, ERR_PERMANENT, "--lvm-snapshot: the LVM tools (lvs) are not installed");
     if (c.status != 0)
         return err_set(err, ERR_PERMANENT, "--lvm-snapshot: '%s' is not an LVM logical volume (%s)",
-                       lv, c.msg[0] ? c.msg : "lvs failed");
+                       shown, c.msg[0] ? c.msg : "lvs failed");
     if (sscanf(first_line(c.out), "%127[^|]|%127[^|]|%llu|%llu|%llu|%31s", in->vg, in->lv,
                &in->size, &in->vg_free, &in->extent, in->attr) != 6)
         return err_set(err, ERR_PERMANENT,
                        "--lvm-snapshot: '%s' is not an LVM logical volume (lvs output not "
                        "understood)",
-                       lv);
+                       shown);
     if (!name_ok(in->vg) || !name_ok(in->lv) || in->extent == 0 || strlen(in->attr) < 6)
-        return err_set(err, ERR_PERMANENT, "--lvm-snapshot: unexpected LVM names for '%s'", lv);
+        return err_set(err, ERR_PERMANENT, "--lvm-snapshot: unexpected LVM names for '%s'", shown);
     return 0;
 }
 
@@ -320,7 +343,9 @@ struct lvm_snap *lvm_snapshot_create(const char *device, struct err *err)
     struct lvm_snap *s = xcalloc(1, sizeof(*s));
     struct lv_info in;
     struct cmd c;
-    if (lv_query(device, &in, err) < 0)
+    char query[300];
+    lvs_name(device, query, sizeof(query));
+    if (lv_query(query, device, &in, err) < 0)
         goto bad;
     if (in.attr[0] == 's' || in.attr[0] == 'S') {
         err_set(err, ERR_PERMANENT, "--lvm-snapshot: '%s' is itself a snapshot", device);
@@ -360,7 +385,7 @@ struct lvm_snap *lvm_snapshot_create(const char *device, struct err *err)
     if (clear_leftover(s, err) < 0)
         goto bad;
     if (!s->thin && n == 0) {
-        if (lv_query(origin, &in, err) < 0)
+        if (lv_query(origin, device, &in, err) < 0)
             goto bad;
         n = lvm_cow_extents(in.size, in.extent, in.vg_free / in.extent, &wanted);
         if (n == 0) {

@@ -38,7 +38,8 @@ struct lvm_snap;
 unsigned long long lvm_cow_extents(unsigned long long lv_size, unsigned long long extent,
                                    unsigned long long free_extents, unsigned long long *wanted);
 
-/* Snapshot device (an LV path: /dev/vg/lv or /dev/mapper/vg-lv). New, or NULL with err.
+/* Snapshot device (an LV: /dev/vg/lv, /dev/mapper/vg-lv, /dev/dm-N or a link to one). New,
+ * or NULL with err.
  * Blocks while LVM works. */
 struct lvm_snap *lvm_snapshot_create(const char *device, struct err *err);
 /* The snapshot's device path (borrowed). */

@@ -13,7 +13,7 @@
  *                   while lvcreate runs (before the copy starts): the same, nothing copied
  *   failure         storage unreachable: exit 6, snapshot removed; a 6 GiB LV gets a
  *                   20% copy-on-write area (308 extents of 4 MiB), a 64 MiB LV its whole
- *                   size plus exception metadata (17)
+ *                   size plus exception metadata (17); --device /dev/dm-N works
  *   small_cow       few free extents: the snapshot takes what is free (a warning); a copy
  *                   with no writes completes; more written to the origin than the area
  *                   holds: the snapshot overflows, the copy fails (exit 3, never wrong
@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1026,15 +1027,24 @@ static void test_failure(void **state)
     assert_true(file_has(log, "msg=\"lvm snapshot removed\""));
     assert_false(lv_exists("big_xmsnap"));
 
-    /* the 64 MiB LV: at least 1 GiB wanted, but never more than can be used */
+    /* the 64 MiB LV: at least 1 GiB wanted, but never more than can be used; named by
+     * its /dev/dm-N node, which lvs alone does not take for an LV */
     char *dev = lv_dev("data");
-    agent_args(&a, NULL, dev, "lvdata");
+    struct stat sb;
+    assert_int_equal(stat(dev, &sb), 0);
+    char dm[64];
+    snprintf(dm, sizeof(dm), "/dev/dm-%u", minor(sb.st_rdev));
+    agent_args(&a, NULL, dm, "lvdata");
     av_add(&a, "--max-attempts");
     av_add(&a, "1");
     pid = agent_start(&a, log, NULL);
     av_free(&a);
     assert_int_equal(agent_wait(pid, log, 120000), 6);
     assert_int_equal(log_value(log, "extents"), 17);
+    char origin[128];
+    snprintf(origin, sizeof(origin), "snapshot=%s/data_xmsnap origin=%s/data", vg, vg);
+    assert_true(file_has(log, origin));
+    assert_true(file_has(log, "msg=\"lvm snapshot removed\""));
     assert_false(lv_exists("data_xmsnap"));
     free(dev);
     free(big);
@@ -1192,11 +1202,16 @@ static int setup(void **state)
     check_machine();
     if (!why_not[0] && access("/run/udev/control", F_OK) != 0) {
         /* No udev (a container, a bare VM): LVM must make its /dev nodes itself, as on
-         * any such host. A config of its own, for the tests and the agent they start. */
+         * any such host. A config of its own, for the tests and the agent they start;
+         * no dmeventd monitoring either (a daemon started from here would outlive the
+         * tests). */
         char *dir = path_in("lvm");
         mkdir(dir, 0700);
         char *conf = path_in("lvm/lvm.conf");
-        write_file(conf, "activation {\n    udev_sync = 0\n    udev_rules = 0\n}\n", 0600);
+        write_file(conf,
+                   "activation {\n    udev_sync = 0\n    udev_rules = 0\n"
+                   "    monitoring = 0\n}\n",
+                   0600);
         setenv("LVM_SYSTEM_DIR", dir, 1);
         free(conf);
         free(dir);
