@@ -70,14 +70,15 @@
 #define LV_SIZE ((size_t)LV_MIB * MIB)
 #define EXTENT (4ULL * MIB) /* vgcreate's default */
 
-static char tmp[256];          /* this run's scratch directory */
-static char vg[32];            /* xmtest<8 hex> */
-static char loopdev[64];       /* /dev/loopN */
-static char backing[300];      /* the sparse file under the PV */
-static volatile pid_t agent;   /* a running agent, killed by the cleanup */
-static int vg_made;            /* the VG exists */
-static char why_not[512];      /* why this machine cannot run the tests ("" = it can) */
-static unsigned char *old_img; /* what the data LV holds before a test writes to it */
+static char tmp[256];            /* this run's scratch directory */
+static char vg[32];              /* xmtest<8 hex> */
+static char loopdev[64];         /* /dev/loopN */
+static char backing[300];        /* the sparse file under the PV */
+static volatile pid_t agent;     /* a running agent, killed by the cleanup */
+static volatile int dev_fd = -1; /* an LV the test has open, closed by the cleanup */
+static int vg_made;              /* the VG exists */
+static char why_not[512];        /* why this machine cannot run the tests ("" = it can) */
+static unsigned char *old_img;   /* what the data LV holds before a test writes to it */
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -219,7 +220,7 @@ static void new_region(unsigned char *p, int seed)
 
 static void write_dev(const char *dev, const void *buf, size_t len, off_t off)
 {
-    int fd = open(dev, O_WRONLY);
+    int fd = dev_fd = open(dev, O_WRONLY);
     if (fd < 0)
         fail_msg("open %s: %s", dev, strerror(errno));
     size_t done = 0;
@@ -230,12 +231,13 @@ static void write_dev(const char *dev, const void *buf, size_t len, off_t off)
         done += (size_t)w;
     }
     assert_int_equal(fsync(fd), 0); /* down to device-mapper: copy-on-write happens now */
+    dev_fd = -1;
     close(fd);
 }
 
 static unsigned char *read_dev(const char *dev, size_t len)
 {
-    int fd = open(dev, O_RDONLY);
+    int fd = dev_fd = open(dev, O_RDONLY);
     if (fd < 0)
         fail_msg("open %s: %s", dev, strerror(errno));
     unsigned char *b = xmalloc(len);
@@ -246,6 +248,7 @@ static unsigned char *read_dev(const char *dev, size_t len)
             fail_msg("read %s: %s", dev, strerror(errno));
         got += (size_t)r;
     }
+    dev_fd = -1;
     close(fd);
     return b;
 }
@@ -583,6 +586,10 @@ static char *lv_dev(const char *lv)
  * handler may call it. */
 static void cleanup(void)
 {
+    if (dev_fd >= 0) {
+        close(dev_fd); /* an open LV cannot be removed */
+        dev_fd = -1;
+    }
     if (agent > 0) {
         kill(agent, SIGKILL);
         waitpid(agent, NULL, 0);
@@ -595,10 +602,18 @@ static void cleanup(void)
     }
     if (vg_made) {
         char *rm[] = {"vgremove", "-f", "-y", vg, NULL};
-        for (int i = 0; i < 5 && run_out(rm, NULL, 0) != 0; i++) {
+        static char out[4096];
+        int i = 0;
+        for (; i < 5 && run_out(rm, out, sizeof(out)) != 0; i++) {
             char *off[] = {"vgchange", "-an", vg, NULL};
             run_out(off, NULL, 0);
             sleep(1);
+        }
+        if (i == 5) { /* say so: the machine keeps a VG, loop device and file */
+            static const char m[] = "test_agent_lvm: cleanup: vgremove failed: ";
+            ssize_t w = write(STDERR_FILENO, m, sizeof(m) - 1);
+            w = write(STDERR_FILENO, out, strlen(out));
+            (void)w;
         }
         vg_made = 0;
     }
@@ -631,6 +646,10 @@ static void cleanup(void)
 static void on_signal(int sig)
 {
     cleanup();
+    if (!getenv("XM_KEEP_TMP")) {
+        char *argv[] = {"rm", "-rf", tmp, NULL};
+        run_out(argv, NULL, 0);
+    }
     signal(sig, SIG_DFL);
     raise(sig);
 }
