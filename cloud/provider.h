@@ -21,6 +21,7 @@
 #include "err.h"
 
 #define PROVIDER_ID_MAX 128
+#define PROVIDER_REF_MAX 512 /* image references: blob URLs, gs:// names */
 #define PROVIDER_MAX_SUBNETS 64
 #define PROVIDER_MAX_RULES 200
 
@@ -64,7 +65,9 @@ struct net_result {
 struct vm_launch_spec {
     const char *migration;
     const char *host;
-    const char *boot_image; /* what convert produced: AWS snapshot id, ... */
+    const char *boot_image; /* what convert produced: AWS snapshot id, Azure blob URL, gs:// */
+    const char *const *data_images; /* the other disks' images, in disk order */
+    size_t n_data_images;
     const char *arch;       /* "x86_64" or "arm64" */
     const char *boot_mode;  /* "legacy-bios" or "uefi" */
     const char *machine_type;
@@ -130,6 +133,37 @@ struct provider_ops {
                       unsigned long long offset, const void *data, size_t len, long long *blocks,
                       struct err *err);
     int (*disk_finish)(struct provider *p, const char *ref, long long blocks, struct err *err);
+    /*
+     * Converting one disk into an image file in the cloud's object storage, written in
+     * pieces by the convert library (convert/convert.h explains layouts and pieces):
+     * Azure a fixed VHD page blob (FIXED layout), GCP a gzip'd tar joined by compose
+     * (CONCAT layout). Providers that import from snapshots (AWS EBS: disk_*) leave
+     * image_format NULL. Every call is safe to repeat.
+     *
+     * image_format: the convert format the cloud imports ("vhd", "gce-tar").
+     * image_begin: make (or find again) the image of a disk; fixed_size > 0 for FIXED
+     *   layouts (created with that size, reading as zeros where nothing is written), 0 for
+     *   CONCAT. ref (PROVIDER_REF_MAX) names it for the calls below.
+     * image_write: FIXED: len bytes at absolute offset off (512-aligned, len a multiple of
+     *   512 and at most 4 MiB, never all zeros: the writer skips those).
+     * image_put_piece: CONCAT: piece i as one object, replacing any earlier copy (0 = head,
+     *   1..nshards = shard i-1, nshards+1 = tail); len may be 0 (nothing to store).
+     * image_finish: CONCAT: join pieces 0..npieces-1 in order, skipping empty ones (GCP:
+     *   compose, at most 32 sources per call, in rounds) and remove the pieces; FIXED:
+     *   nothing left to join (npieces 0). Then write into image the reference import
+     *   takes as vm_launch_spec.boot_image / data_images (Azure: the blob URL; GCP:
+     *   gs://bucket/object), PROVIDER_REF_MAX bytes.
+     */
+    const char *image_format;
+    int (*image_begin)(struct provider *p, const char *migration, const char *host,
+                       const char *disk, unsigned long long fixed_size,
+                       char ref[PROVIDER_REF_MAX], struct err *err);
+    int (*image_write)(struct provider *p, const char *ref, unsigned long long off, const void *buf,
+                       size_t len, struct err *err);
+    int (*image_put_piece)(struct provider *p, const char *ref, size_t i, const void *buf,
+                           size_t len, struct err *err);
+    int (*image_finish)(struct provider *p, const char *ref, size_t npieces,
+                        char image[PROVIDER_REF_MAX], struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);
