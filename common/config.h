@@ -48,6 +48,12 @@ struct config {
     char *schemas_dir;
     /* clouds */
     char *aws_endpoint; /* one base URL for every AWS service (tests: moto); empty: AWS */
+    char *azure_login_endpoint; /* Entra ID; empty: the real one */
+    char *azure_arm_endpoint;   /* Resource Manager; empty: the real one */
+    char *azure_blob_endpoint;  /* blob service incl. account; empty: <account>.blob... */
+    char *gcp_token_endpoint;   /* OAuth2 token URL; empty: the key's token_uri */
+    char *gcp_storage_endpoint; /* Cloud Storage; empty: the real one */
+    char *gcp_compute_endpoint; /* Compute Engine; empty: the real one */
     char *tls_ca_file;
     char *aws_bucket; /* chunk bucket; empty: one derived from the access key and region */
     /* Ansible phases */
