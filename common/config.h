@@ -58,8 +58,11 @@ struct config {
     char *aws_bucket; /* chunk bucket; empty: one derived from the access key and region */
     /* Ansible phases */
     char *playbooks_dir;
+    long long convert_shard_mb; /* disk MiB per convert shard */
     char *agent_path;    /* the static xm-agent binary copied to sources */
     char *agent_api_url; /* how a source server reaches xm-api */
+    char *api_url;              /* how workers reach xm-api (discovery callback) */
+    long long discovery_wait_s; /* how long discovery waits for a host's callback */
     long long agent_parallel;
     long long agent_limit_mbps;
     /* secrets */

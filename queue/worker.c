@@ -75,7 +75,8 @@ struct next_job {
 };
 
 struct hset {
-    char *key, *field, *value;
+    char *key, *field, *value; /* value NULL: HINCRBY by incr */
+    long long incr;
 };
 
 struct job_result {
@@ -116,6 +117,17 @@ void job_result_hset(struct job_result *r, const char *key, const char *field, c
     h->key = xstrdup(key);
     h->field = xstrdup(field);
     h->value = xstrdup(value);
+    h->incr = 0;
+}
+
+void job_result_hincrby(struct job_result *r, const char *key, const char *field, long long by)
+{
+    r->hsets = xrealloc(r->hsets, sizeof(*r->hsets) * (r->n_hsets + 1));
+    struct hset *h = &r->hsets[r->n_hsets++];
+    h->key = xstrdup(key);
+    h->field = xstrdup(field);
+    h->value = NULL;
+    h->incr = by;
 }
 
 void job_result_message(struct job_result *r, const char *fmt, ...)
@@ -696,16 +708,26 @@ static int append_done(struct worker *w, const struct job *job, const struct job
     } else {
         queued += append_host_state(w, job, last ? HOST_DONE : HOST_WAITING, job->phase, "");
     }
-    /* The handler's fields, one HSET per run of the same key. */
+    /* The handler's fields, one HSET per run of the same key, HINCRBY one by one. */
     for (size_t i = 0; i < res->n_hsets;) {
         struct cmd *c = &w->cmd;
         cmd_reset(c);
-        cmd_arg(c, "HSET");
-        cmd_arg(c, res->hsets[i].key);
         size_t j = i;
-        for (; j < res->n_hsets && strcmp(res->hsets[j].key, res->hsets[i].key) == 0; j++) {
-            cmd_arg(c, res->hsets[j].field);
-            cmd_arg(c, res->hsets[j].value);
+        if (!res->hsets[i].value) {
+            cmd_arg(c, "HINCRBY");
+            cmd_arg(c, res->hsets[i].key);
+            cmd_arg(c, res->hsets[i].field);
+            cmd_argll(c, res->hsets[i].incr);
+            j++;
+        } else {
+            cmd_arg(c, "HSET");
+            cmd_arg(c, res->hsets[i].key);
+            for (; j < res->n_hsets && res->hsets[j].value &&
+                   strcmp(res->hsets[j].key, res->hsets[i].key) == 0;
+                 j++) {
+                cmd_arg(c, res->hsets[j].field);
+                cmd_arg(c, res->hsets[j].value);
+            }
         }
         cmd_append(w->ctx, c);
         queued++;

@@ -95,6 +95,8 @@ void job_result_next_host(struct job_result *r, const char *phase, const char *h
 void job_result_fanout(struct job_result *r);
 /* HSET key field value in the completion transaction. Copied. */
 void job_result_hset(struct job_result *r, const char *key, const char *field, const char *value);
+/* HINCRBY key field by in the same transaction: counters a job adds to exactly once. */
+void job_result_hincrby(struct job_result *r, const char *key, const char *field, long long by);
 /* A one-line summary for the event. */
 void job_result_message(struct job_result *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

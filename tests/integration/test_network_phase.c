@@ -442,6 +442,7 @@ static pid_t start_argv(struct t *t, char *const argv[], const char *name)
                    "XM_MAX_ATTEMPTS=2",
                    "XM_RETRY_BASE_MS=50",
                    "XM_LOG_LEVEL=debug",
+                   "XM_CONVERT_SHARD_MB=2", /* 4 chunks of 512 KiB: the disk in 2 shards */
                    NULL};
     return spawn_worker(&t->srv, name, argv, env);
 }
