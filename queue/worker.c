@@ -1372,6 +1372,11 @@ out:
     return rc;
 }
 
+static long long batch_size(const struct worker *w)
+{
+    return w->ops->batch > 0 ? w->ops->batch : xm_config.batch;
+}
+
 /* Take over entries idle past the visibility timeout (their worker died). */
 static int claim_abandoned(struct worker *w, struct err *err)
 {
@@ -1383,7 +1388,7 @@ static int claim_abandoned(struct worker *w, struct err *err)
 
     char idle[32], count[32];
     snprintf(idle, sizeof(idle), "%lld", xm_config.visibility_timeout_ms);
-    snprintf(count, sizeof(count), "%lld", xm_config.batch);
+    snprintf(count, sizeof(count), "%lld", batch_size(w));
     const char *argv[] = {"XAUTOCLAIM", w->stream,       XM_GROUP, w->consumer,
                           idle,         w->claim_cursor, "COUNT",  count};
     redisReply *r = redisCommandArgv(w->ctx, 8, argv, NULL);
@@ -1411,7 +1416,7 @@ static int read_jobs(struct worker *w, struct err *err)
     long long until_promote = w->next_promote_ms - job_now_us() / 1000;
     if (until_promote < block_ms)
         block_ms = until_promote > 1 ? until_promote : 1;
-    snprintf(count, sizeof(count), "%lld", xm_config.batch);
+    snprintf(count, sizeof(count), "%lld", batch_size(w));
     snprintf(block, sizeof(block), "%lld", block_ms);
     const char *argv[] = {"XREADGROUP",
                           "GROUP",

@@ -113,6 +113,9 @@ struct worker_ops {
      */
     int (*handle)(struct worker *w, const struct job *job, struct job_result *res, struct err *err);
     void *arg; /* for the handler, via worker_arg() */
+    /* Entries taken per read, 0: XM_BATCH. Long jobs (a shard, a clone) take 1, so the
+     * next job waits in the stream for whichever worker is free instead of in this one. */
+    int batch;
 };
 
 int worker_stopping(const struct worker *w);

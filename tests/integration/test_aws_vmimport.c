@@ -137,7 +137,7 @@ static int answers(void *arg)
     return ctl_send(arg, "GET", "/__stats", NULL, NULL) == 200;
 }
 
-/* Start python3 with argv (after "python3"); it prints {"port": N, ...} once it listens. */
+/* Start python3 with args; it prints {"port": N, ...} once it listens. */
 static void helper_start(struct helper *h, const char *log_name, char *const args[])
 {
     snprintf(h->log, sizeof(h->log), "/tmp/xm-vmimport-%s-%d.log", log_name, (int)getpid());
@@ -146,39 +146,10 @@ static void helper_start(struct helper *h, const char *log_name, char *const arg
     for (; args[n - 1] && n < XM_ARRAY_LEN(argv) - 1; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int log = open(h->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fds[1], STDOUT_FILENO);
-        if (log >= 0)
-            dup2(log, STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execvp("python3", argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[256];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof(line) - 1 && (r = read(fds[0], line + got, sizeof(line) - 1 - got)) > 0) {
-        got += (size_t)r;
-        if (memchr(line, '\n', got))
-            break;
-    }
-    line[got] = '\0';
-    close(fds[0]);
-    json_t *j = json_loads(line, 0, NULL);
-    if (!j)
-        fail_msg("%s printed no port (see %s)", args[0], h->log);
-    json_int_t port = json_integer_value(json_object_get(j, "port"));
-    json_decref(j);
-    assert_true(port > 0);
-    h->pid = pid;
-    snprintf(h->endpoint, sizeof(h->endpoint), "http://127.0.0.1:%d", (int)port);
+    struct helper_proc p;
+    helper_proc_start(&p, argv, h->log);
+    h->pid = p.pid;
+    snprintf(h->endpoint, sizeof(h->endpoint), "%s", p.endpoint);
     assert_true(wait_until(answers, h, 10000));
 }
 

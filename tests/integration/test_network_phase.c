@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +66,7 @@ struct t {
     pid_t worker;
     pid_t importer;
     char moto_log[300];
+    struct helper_proc proxy; /* faultproxy.py in front of moto, when a test slows it */
 };
 
 static int setup(void **state)
@@ -79,6 +81,19 @@ static int setup(void **state)
 }
 
 /* 1 when no worker log in dir holds needle. */
+static int log_has(const char *dir, const char *name, const char *needle)
+{
+    char path[400], line[8192];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    int found = 0;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
 static int logs_free_of(const char *dir, const char *needle)
 {
     const char *names[] = {"network.log", "import.log"};
@@ -107,6 +122,7 @@ static int teardown(void **state)
         stop_process(t->worker, SIGTERM);
     if (t->importer > 0)
         stop_process(t->importer, SIGTERM);
+    helper_proc_stop(&t->proxy);
     int rc = logs_free_of(t->srv.dir, t->moto.secret_key) &&
                      logs_free_of(t->srv.dir, "WRONGSECRET") && logs_free_of(t->srv.dir, master_hex)
                  ? 0
@@ -432,7 +448,8 @@ static void cv_store(struct aws *a, const char *bucket, const char *prefix,
 static pid_t start_argv(struct t *t, char *const argv[], const char *name)
 {
     char endpoint[128];
-    snprintf(endpoint, sizeof(endpoint), "XM_AWS_ENDPOINT=%s", t->moto.endpoint);
+    snprintf(endpoint, sizeof(endpoint), "XM_AWS_ENDPOINT=%s",
+             t->proxy.pid > 0 ? t->proxy.endpoint : t->moto.endpoint);
     char consumer[64];
     snprintf(consumer, sizeof(consumer), "XM_CONSUMER=%s", name);
     char *env[] = {endpoint,
@@ -442,7 +459,9 @@ static pid_t start_argv(struct t *t, char *const argv[], const char *name)
                    "XM_MAX_ATTEMPTS=2",
                    "XM_RETRY_BASE_MS=50",
                    "XM_LOG_LEVEL=debug",
-                   "XM_CONVERT_SHARD_MB=2", /* 4 chunks of 512 KiB: the disk in 2 shards */
+                   "XM_CONVERT_SHARD_MB=2",         /* 4 chunks of 512 KiB: the disk in 2 shards */
+                   "XM_VISIBILITY_TIMEOUT_MS=2000", /* a killed worker's job is taken over soon */
+                   "XM_HEARTBEAT_MS=300",
                    NULL};
     return spawn_worker(&t->srv, name, argv, env);
 }
@@ -453,7 +472,27 @@ static int import_or_dead(void *arg)
     return rs_int(k->t->c, "XLEN xm:q:import") >= 1 || rs_int(k->t->c, "XLEN xm:dead") >= 1;
 }
 
-static void run_convert(struct t *t, const char *mig, int corrupt_chunk, pid_t pids[4])
+/* A converter holds a shard: the disk step is settled and it has a job pending. */
+static int converter_in_shard(void *arg)
+{
+    struct cond *k = arg;
+    char *shards = rs_str(k->t->c, "HGET xm:disk:%s:web1:d1 shards", k->key);
+    int settled = shards[0] != '\0';
+    free(shards);
+    if (!settled)
+        return 0;
+    for (k->n = 1; k->n <= 2; k->n++) {
+        redisReply *r = rs_cmd(k->t->c, "XPENDING xm:q:convert workers - + 10 conv%lld", k->n);
+        size_t held = r->elements;
+        freeReplyObject(r);
+        if (held >= 1)
+            return 1;
+    }
+    return 0;
+}
+
+static void run_convert(struct t *t, const char *mig, int corrupt_chunk, int kill_mid_shard,
+                        pid_t pids[4])
 {
     seed(t, mig, t->moto.secret_key);
     struct aws *a = client(t);
@@ -467,6 +506,16 @@ static void run_convert(struct t *t, const char *mig, int corrupt_chunk, pid_t p
     free(img);
     aws_free(a);
 
+    if (kill_mid_shard) {
+        /* Every EBS block write takes a while, so a shard is still running when conv1 dies. */
+        char rules[] = "[{\"match\": \"PUT /snapshots/\", \"delay_ms\": 40}]";
+        char log[400];
+        snprintf(log, sizeof(log), "%s/proxy.log", t->srv.dir);
+        char *argv[] = {"python3",    XM_FAULTPROXY_SCRIPT, "--listen", "0",
+                        "--upstream", t->moto.endpoint,     "--rules",  rules,
+                        NULL};
+        helper_proc_start(&t->proxy, argv, log);
+    }
     char *clone_argv[] = {XM_NOOP_BIN, "clone", NULL};
     char *conv_argv[] = {XM_CONVERT_BIN, NULL};
     pids[0] = start_argv(t, clone_argv, "clone");
@@ -480,6 +529,17 @@ static void run_convert(struct t *t, const char *mig, int corrupt_chunk, pid_t p
              bucket, prefix);
     enqueue_job(t->c, "clone", mig, "web1", NULL, payload);
     struct cond k = {t, NULL, 0};
+    if (kill_mid_shard) {
+        struct cond s = {t, mig, 0};
+        assert_true(wait_until(converter_in_shard, &s, 60000));
+        int status = stop_process(pids[s.n], SIGKILL);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        pids[s.n] = 0;
+        char other[32];
+        snprintf(other, sizeof(other), "conv%lld.log", 3 - s.n);
+        assert_true(wait_until(import_or_dead, &k, 120000));
+        assert_true(log_has(t->srv.dir, other, "job taken over"));
+    }
     assert_true(wait_until(import_or_dead, &k, 120000));
 }
 
@@ -490,17 +550,21 @@ static void stop_all(pid_t pids[4])
             stop_process(pids[i], SIGTERM);
 }
 
-static void test_convert_phase_writes_the_disk_once(void **state)
+/* Two converters, or one killed mid-shard and the other taking its shard over: either
+ * way the disk is written once, completed once, and reads back as the source. */
+static void convert_and_check(struct t *t, const char *mig, int kill_mid_shard)
 {
-    struct t *t = *state;
     pid_t pids[4] = {0};
-    run_convert(t, "mig-c1", -1, pids);
+    run_convert(t, mig, -1, kill_mid_shard, pids);
     assert_int_equal(rs_int(t->c, "XLEN xm:dead"), 0);
     assert_int_equal(rs_int(t->c, "XLEN xm:q:import"), 1);
-    char *snap = rs_str(t->c, "HGET xm:disk:mig-c1:web1:d1 image");
+    char *snap = rs_str(t->c, "HGET xm:disk:%s:web1:d1 image", mig);
     assert_int_equal(strncmp(snap, "snap-", 5), 0);
-    char *shards = rs_str(t->c, "HGET xm:disk:mig-c1:web1:d1 shards");
+    char *shards = rs_str(t->c, "HGET xm:disk:%s:web1:d1 shards", mig);
     assert_string_equal(shards, "2");
+    char *done = rs_str(t->c, "HGET xm:disk:%s:web1:d1 bytes_converted", mig);
+    assert_int_equal(atoll(done), CV_SIZE); /* progress counted once per shard */
+    free(done);
 
     /* Read the snapshot back: it is the disk, zeros where no block was written. */
     struct aws *a = client(t);
@@ -528,11 +592,21 @@ static void test_convert_phase_writes_the_disk_once(void **state)
     aws_free(a);
 }
 
+static void test_convert_phase_writes_the_disk_once(void **state)
+{
+    convert_and_check(*state, "mig-c1", 0);
+}
+
+static void test_killed_converter_shard_is_taken_over(void **state)
+{
+    convert_and_check(*state, "mig-c3", 1);
+}
+
 static void test_corrupt_chunk_fails_the_disk(void **state)
 {
     struct t *t = *state;
     pid_t pids[4] = {0};
-    run_convert(t, "mig-c2", 5, pids);
+    run_convert(t, "mig-c2", 5, 0, pids);
     assert_int_equal(rs_int(t->c, "XLEN xm:q:import"), 0);
     redisReply *r = rs_cmd(t->c, "XRANGE xm:dead - +");
     assert_int_equal(r->elements, 1);
@@ -562,6 +636,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_phase_starts_the_vm_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_convert_phase_writes_the_disk_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_chunk_fails_the_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_killed_converter_shard_is_taken_over, setup, teardown),
     };
     return cmocka_run_group_tests_name("integration.network_phase", tests, NULL, NULL);
 }

@@ -288,6 +288,57 @@ void enqueue_job(struct redisContext *c, const char *phase, const char *migratio
     cmd_release(&cmd);
 }
 
+/* ---------------------------------------------------------------- helper programs */
+
+void helper_proc_start(struct helper_proc *h, char *const argv[], const char *log_path)
+{
+    memset(h, 0, sizeof(*h));
+    int fds[2];
+    if (pipe(fds) < 0)
+        die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fds[1], STDOUT_FILENO);
+        if (log >= 0)
+            dup2(log, STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    char line[512];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(line) - 1 && (n = read(fds[0], line + got, sizeof(line) - 1 - got)) > 0) {
+        got += (size_t)n;
+        if (memchr(line, '\n', got))
+            break;
+    }
+    line[got] = '\0';
+    close(fds[0]);
+    const char *p = strstr(line, "\"port\":");
+    int port = p ? atoi(p + strlen("\"port\":")) : 0;
+    if (port <= 0 || port > 65535) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        die("%s printed no port (see %s)", argv[1] ? argv[1] : argv[0], log_path);
+    }
+    h->pid = pid;
+    h->port = port;
+    snprintf(h->endpoint, sizeof(h->endpoint), "http://127.0.0.1:%d", port);
+}
+
+void helper_proc_stop(struct helper_proc *h)
+{
+    if (h->pid > 0)
+        stop_process(h->pid, SIGTERM);
+    h->pid = 0;
+}
+
 /* ---------------------------------------------------------------- moto */
 
 #ifndef XM_MOTO_SCRIPT

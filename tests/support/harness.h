@@ -58,6 +58,20 @@ void enqueue_job(struct redisContext *c, const char *phase, const char *migratio
 
 long long mono_ms(void);
 
+/*
+ * A helper program (a fake cloud, the fault proxy: tests/fakes/) that prints one JSON line
+ * {"port": N, ...} on stdout once it listens: started with argv (argv[0] is run through
+ * PATH, e.g. "python3"), its stderr to log_path. Fills endpoint "http://127.0.0.1:N".
+ */
+struct helper_proc {
+    pid_t pid;
+    int port;
+    char endpoint[64];
+};
+void helper_proc_start(struct helper_proc *h, char *const argv[], const char *log_path);
+/* SIGTERM it and reap it. */
+void helper_proc_stop(struct helper_proc *h);
+
 /* A moto_server (AWS emulator) on a free loopback port, started by tests/support/moto.py.
  * With sigcheck, SigV4 is verified and the keys are a real IAM user's. */
 struct moto {

@@ -287,6 +287,7 @@ int main(void)
         .name = "xm-clone",
         .phase = "clone",
         .handle = clone_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     return worker_main(&ops);
 }

@@ -535,6 +535,7 @@ int convert_worker_main(void)
         .name = "xm-convert",
         .phase = "convert",
         .handle = convert_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     return worker_main(&ops);
 }

@@ -153,6 +153,7 @@ int main(void)
         .name = "xm-import",
         .phase = "import",
         .handle = import_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     return worker_main(&ops);
 }

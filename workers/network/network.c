@@ -83,6 +83,7 @@ int main(void)
         .name = "xm-network",
         .phase = "network",
         .handle = network_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     return worker_main(&ops);
 }
