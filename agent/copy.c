@@ -359,9 +359,19 @@ static int put_object(struct copy *c, struct hclient *http, int manifest, uint64
                 goto out;
         }
         attempt++;
+        /* The operator's --header lines, then those the API requires (with the URL). */
+        char required[URLSRC_HEADERS_MAX][URLSRC_HEADER_MAX];
+        const char *headers[2 * URLSRC_HEADERS_MAX + 1];
+        size_t nh = 0;
+        for (const char *const *h = c->o->put_headers; h && *h && nh < URLSRC_HEADERS_MAX; h++)
+            headers[nh++] = *h;
+        size_t nr = urlsrc_headers(c->urls, required, URLSRC_HEADERS_MAX);
+        for (size_t i = 0; i < nr; i++)
+            headers[nh++] = required[i];
+        headers[nh] = NULL;
         struct hreq req = {.method = "PUT",
                            .url = url,
-                           .headers = c->o->put_headers,
+                           .headers = nh ? headers : NULL,
                            .body = body,
                            .body_len = len,
                            .send_length = 1,

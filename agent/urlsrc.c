@@ -69,6 +69,8 @@ struct urlsrc {
     char *manifest;
     long long manifest_expires;
     unsigned long calls;
+    char headers[URLSRC_HEADERS_MAX][URLSRC_HEADER_MAX];
+    size_t n_headers;
 };
 
 struct urlsrc *urlsrc_new(const struct urlsrc_opts *o, struct hclient_tls *tls)
@@ -167,6 +169,40 @@ static void purge(struct urlsrc *s)
     }
 }
 
+/* The reply's optional "headers" {name: value}: checked, kept for every PUT. */
+static int absorb_headers(struct urlsrc *s, const struct tjson *h, struct agent_fail *f)
+{
+    s->n_headers = 0;
+    if (!h)
+        return 0;
+    if (tjson_type(h) != TJSON_OBJECT || tjson_len(h) > URLSRC_HEADERS_MAX) {
+        agent_fail(f, AGENT_REFUSED, "the API's URL reply has bad headers");
+        return -1;
+    }
+    for (size_t i = 0; i < tjson_len(h); i++) {
+        const char *name = tjson_key(h, i), *value = tjson_str(tjson_at(h, i));
+        size_t nl = strlen(name);
+        if (nl < 1 || nl > 64 ||
+            strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") != nl ||
+            !value || strlen(value) > 1024 || strpbrk(value, "\r\n")) {
+            agent_fail(f, AGENT_REFUSED, "the API's URL reply has a bad header '%.32s'", name);
+            return -1;
+        }
+        snprintf(s->headers[s->n_headers++], URLSRC_HEADER_MAX, "%s: %s", name, value);
+    }
+    return 0;
+}
+
+size_t urlsrc_headers(struct urlsrc *s, char lines[][URLSRC_HEADER_MAX], size_t max)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->n_headers < max ? s->n_headers : max;
+    for (size_t i = 0; i < n; i++)
+        memcpy(lines[i], s->headers[i], URLSRC_HEADER_MAX);
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 /* Take the reply apart into the cache; 0, or -1 with f. */
 static int absorb(struct urlsrc *s, const struct hresp *r, struct agent_fail *f)
 {
@@ -186,6 +222,8 @@ static int absorb(struct urlsrc *s, const struct hresp *r, struct agent_fail *f)
         agent_fail(f, AGENT_REFUSED, "the API's manifest URL is not http(s)");
         goto out;
     }
+    if (absorb_headers(s, tjson_get(j, "headers"), f) < 0)
+        goto out;
     free(s->manifest);
     s->manifest = xstrdup(manifest);
     s->manifest_expires = expires;

@@ -8,6 +8,9 @@
  *     asked for when a chunk has no URL, or when the URLs are within the refresh margin
  *     (60 s) of the reply's "expires". The batch is the chunk asked for plus the next
  *     indexes the copy may still need (the caller says which), up to --url-batch.
+ *     A reply may also carry "headers" ({name: value}) that every PUT to its URLs must
+ *     send (Azure's Put Blob needs x-ms-blob-type: BlockBlob); the latest reply's are kept
+ *     and the copy adds them to the operator's --header lines.
  *   - a template (--url-template, tests and benchmarks): {migration}, {host}, {disk} and
  *     {index} substituted; the manifest URL is fixed (--manifest-url). Never expires.
  *
@@ -25,6 +28,9 @@
 #include "hclient.h"
 
 #define URLSRC_BATCH_MAX 1024 /* the API's own cap (schemas/agent_urls.json) */
+
+#define URLSRC_HEADERS_MAX 8   /* headers the API may require on every PUT */
+#define URLSRC_HEADER_MAX 1100 /* "Name: value" of one of them */
 
 /* The API endpoint of one disk. Strings borrowed for the life of the user. */
 struct api_target {
@@ -72,6 +78,11 @@ int urlsrc_get(struct urlsrc *s, unsigned long long index, char **url, long long
  * the margin of expiry, or always when refetch is set (after a 403). New string, or NULL
  * with f. */
 char *urlsrc_manifest(struct urlsrc *s, int refetch, struct agent_fail *f);
+
+/* The headers the API's last reply said every PUT must carry (its optional "headers",
+ * e.g. Azure's x-ms-blob-type), as "Name: value" copied into lines; returns how many
+ * (0 in template mode). */
+size_t urlsrc_headers(struct urlsrc *s, char lines[][URLSRC_HEADER_MAX], size_t max);
 
 /* The number of API calls made so far (progress, tests). */
 unsigned long urlsrc_calls(struct urlsrc *s);

@@ -102,9 +102,17 @@ void agent_urls(struct api_req *r)
         snprintf(k, sizeof(k), "%lld", idx[i]);
         json_object_set_new(map, k, json_string(urls[i]));
     }
-    api_reply_json(r, 200,
-                   json_pack("{s:o, s:s, s:I}", "urls", map, "manifest_url", manifest, "expires",
-                             (json_int_t)(job_now_us() / 1000000 + URL_LIFETIME_S)));
+    json_t *reply = json_pack("{s:o, s:s, s:I}", "urls", map, "manifest_url", manifest, "expires",
+                              (json_int_t)(job_now_us() / 1000000 + URL_LIFETIME_S));
+    /* A header the storage needs on every PUT ("x-ms-blob-type: BlockBlob"). */
+    const char *colon = ops->write_header ? strchr(ops->write_header, ':') : NULL;
+    if (colon) {
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - ops->write_header), ops->write_header);
+        json_object_set_new(reply, "headers",
+                            json_pack("{s:s}", name, colon + 1 + strspn(colon + 1, " ")));
+    }
+    api_reply_json(r, 200, reply);
 out:
     if (p)
         ops->close(p);

@@ -46,6 +46,8 @@ static const struct route routes[] = {
      mig_host_retry},
     {EVHTTP_REQ_POST, "/v1/migrations/{}/hosts/{}/phases/{}", "hosts.phase", AUTH_TOKEN, NULL,
      mig_host_phase},
+    {EVHTTP_REQ_GET, "/v1/migrations/{}/hosts/{}/prep", "hosts.prep", AUTH_TOKEN, NULL,
+     mig_host_prep},
     {EVHTTP_REQ_GET, "/v1/migrations/{}/events", "migrations.events", AUTH_TOKEN, NULL, mig_events},
     {EVHTTP_REQ_POST, "/v1/agent/{}/{}/{}/urls", "agent.urls", AUTH_CALLBACK, "agent_urls",
      agent_urls},

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <event2/http.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,58 @@ static int blueprint_validate(const json_t *bp, const json_t *hosts,
     return 0;
 }
 
+/* ---------------------------------------------------------------- machine types */
+
+/* schemas/machine_types.json's table (its "default": {"aws": [{name, ...}], ...}), read
+ * once; NULL when unreadable, which refuses every blueprint with a message naming it. */
+static json_t *g_machine_types;
+static pthread_once_t g_machine_types_once = PTHREAD_ONCE_INIT;
+
+static void machine_types_read(void)
+{
+    char file[4096];
+    snprintf(file, sizeof(file), "%s/machine_types.json", xm_config.schemas_dir);
+    json_t *doc = json_load_file(file, JSON_REJECT_DUPLICATES, NULL);
+    g_machine_types = json_incref(json_object_get(doc, "default"));
+    json_decref(doc);
+}
+
+/* Every host of a (schema-valid) blueprint has a machine type the cloud's table lists.
+ * -1 with err and the JSON pointer in path. */
+static int blueprint_check_types(const json_t *bp, const char *cloud, char path[256],
+                                 struct err *err)
+{
+    pthread_once(&g_machine_types_once, machine_types_read);
+    const json_t *types = json_object_get(g_machine_types, cloud);
+    const json_t *placed = json_object_get(bp, "hosts");
+    for (size_t i = 0; i < json_array_size(placed); i++) {
+        const char *type =
+            json_string_value(json_object_get(json_array_get(placed, i), "machine_type"));
+        int known = 0;
+        for (size_t j = 0; j < json_array_size(types) && !known; j++)
+            known =
+                strcmp(type,
+                       json_string_value(json_object_get(json_array_get(types, j), "name"))) == 0;
+        if (!known) {
+            snprintf(path, 256, "/hosts/%zu/machine_type", i);
+            return err_set(err, ERR_PERMANENT,
+                           "'%s' is not a %s machine type xmigrate knows (the list is in "
+                           "schemas/machine_types.json)",
+                           type, cloud);
+        }
+    }
+    return 0;
+}
+
+/* An SSH address reaches an Ansible inventory: letters, digits, '.' and '-' only, not
+ * starting with either (the schema says the same; this is the last word before Redis). */
+static int safe_address(const char *s)
+{
+    size_t n =
+        s ? strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") : 0;
+    return n > 0 && n <= 253 && s[n] == '\0' && s[0] != '-' && s[0] != '.';
+}
+
 /* ---------------------------------------------------------------- create */
 
 int migration_build(const json_t *body, const struct jsonschema_set *schemas,
@@ -299,6 +352,12 @@ int migration_build(const json_t *body, const struct jsonschema_set *schemas,
         if (!name || !job_valid_ident(name) || strcmp(name, XM_HOST_NONE) == 0) {
             snprintf(path, 256, "/hosts/%zu/name", i);
             err_set(err, ERR_PERMANENT, "%s: not a valid host name", path);
+            goto out;
+        }
+        if (!safe_address(
+                json_string_value(json_object_get(json_array_get(hosts, i), "address")))) {
+            snprintf(path, 256, "/hosts/%zu/address", i);
+            err_set(err, ERR_PERMANENT, "%s: not an IPv4 address or DNS name", path);
             goto out;
         }
         for (size_t j = 0; j < i; j++)
@@ -355,6 +414,8 @@ int migration_build(const json_t *body, const struct jsonschema_set *schemas,
     if (bp_text) {
         cmd_arg(m, "blueprint");
         cmd_arg(m, bp_text);
+        cmd_arg(m, "blueprint_source"); /* discovery keeps the operator's blueprint */
+        cmd_arg(m, "operator");
         free(bp_text);
     }
     struct cmd *zadd = cmds_add(&c);
@@ -499,6 +560,16 @@ void mig_create(struct api_req *r)
     struct cmds c = {0};
     int rc = migration_build(r->body, api_schemas(r), &in, &c.v, &c.n, path, &err);
     free(sealed);
+    const json_t *bp = json_object_get(r->body, "blueprint");
+    char inner[256];
+    if (rc == 0 && bp &&
+        blueprint_check_types(bp, json_string_value(json_object_get(r->body, "cloud")), inner,
+                              &err) < 0) {
+        join_path(path, "/blueprint", inner);
+        err_prefix(&err, "%s", path);
+        cmds_release(&c);
+        rc = -1;
+    }
     if (rc < 0) {
         api_reply_error(r, 400, "invalid_request", path, "%s", err.msg);
         return;
@@ -527,10 +598,11 @@ void mig_create(struct api_req *r)
 
 /* ---------------------------------------------------------------- read */
 
-static const char *const mig_public[] = {"id",           "name",        "cloud",   "region",
-                                         "credential",   "status",      "created", "updated",
-                                         "auto_approve", "hosts_total", NULL};
-static const char *const mig_numbers[] = {"created", "updated", "hosts_total", NULL};
+static const char *const mig_public[] = {
+    "id",      "name",         "cloud",       "region",   "credential", "status",      "created",
+    "updated", "auto_approve", "hosts_total", "blockers", "warnings",   "approved_by", NULL};
+static const char *const mig_numbers[] = {"created",  "updated",  "hosts_total",
+                                          "blockers", "warnings", NULL};
 
 /* The public part of a migration hash (no callback token material). */
 static json_t *mig_json(const redisReply *h)
@@ -544,6 +616,17 @@ static json_t *mig_json(const redisReply *h)
     numbers(o, mig_numbers);
     const char *aa = hash_get(h, "auto_approve");
     json_object_set_new(o, "auto_approve", json_boolean(aa && strcmp(aa, "1") == 0));
+    /* The blockers the approval overrode, by name (stored comma-separated). */
+    const char *ov = hash_get(h, "overrides");
+    if (ov && *ov) {
+        json_t *a = json_array();
+        for (const char *p = ov; *p;) {
+            size_t n = strcspn(p, ",");
+            json_array_append_new(a, json_stringn(p, n));
+            p += n + (p[n] == ',');
+        }
+        json_object_set_new(o, "overrides", a);
+    }
     return o;
 }
 
@@ -634,9 +717,11 @@ void mig_list(struct api_req *r)
     api_reply_json(r, 200, page);
 }
 
-static const char *const host_public[] = {"name",    "address",    "port",    "credential",
-                                          "phase",   "status",     "attempt", "error",
-                                          "updated", "discovered", NULL};
+static const char *const host_public[] = {
+    "name",  "address", "port",       "credential", "phase",           "status", "attempt",
+    "error", "updated", "discovered", "discovery",  "discovery_error", NULL};
+/* Host fields holding JSON (discovery's findings and summary), shown parsed. */
+static const char *const host_json[] = {XM_H_FINDINGS, XM_H_SUMMARY, NULL};
 static const char *const host_numbers[] = {"port", "attempt", "updated", "discovered", NULL};
 static const char *const disk_numbers[] = {"size", "bytes_copied", "bytes_converted", NULL};
 
@@ -715,6 +800,12 @@ void mig_get(struct api_req *r)
                 json_object_set_new(ho, host_public[f], json_string(v));
         }
         numbers(ho, host_numbers);
+        for (size_t f = 0; host_json[f]; f++) {
+            const char *v = hash_get(rep[2 * i], host_json[f]);
+            json_t *j = v && *v ? json_loads(v, 0, NULL) : NULL;
+            if (j)
+                json_object_set_new(ho, host_json[f], j);
+        }
         json_t *disks = json_array();
         for (size_t d = 0; d < rep[2 * i + 1]->elements; d++, k++) {
             json_t *dj = hash_json(dr[k]);
@@ -870,6 +961,8 @@ void mig_blueprint_put(struct api_req *r)
         freeReplyObject(h); /* status points into it */
         return;
     }
+    char cloud[16];
+    snprintf(cloud, sizeof(cloud), "%s", hash_get(h, "cloud") ? hash_get(h, "cloud") : "");
     freeReplyObject(h);
     struct err err = {0};
     json_t *names = host_names(r, id, &err);
@@ -878,7 +971,8 @@ void mig_blueprint_put(struct api_req *r)
         return;
     }
     char path[256];
-    if (blueprint_check(r->body, names, path, &err) < 0) {
+    if (blueprint_check(r->body, names, path, &err) < 0 ||
+        blueprint_check_types(r->body, cloud, path, &err) < 0) {
         json_decref(names);
         api_reply_error(r, 400, "invalid_request", path, "%s%s%s", path, path[0] ? ": " : "",
                         err.msg);
@@ -893,6 +987,8 @@ void mig_blueprint_put(struct api_req *r)
     cmd_argf(m, XM_MIG_FMT, id);
     cmd_arg(m, "blueprint");
     cmd_arg(m, text);
+    cmd_arg(m, "blueprint_source"); /* a later discovery keeps it */
+    cmd_arg(m, "operator");
     cmd_arg(m, "updated");
     cmd_argll(m, job_now_us() / 1000);
     add_event(&c, "blueprint.updated", id, NULL, NULL);
@@ -908,7 +1004,122 @@ void mig_blueprint_put(struct api_req *r)
     free(text);
 }
 
-void mig_approve(struct api_req *r)
+/* 1 when the comma-separated override list names the finding or its rule. */
+static int overridden(const char *list, const char *name, const char *rule)
+{
+    for (const char *p = list ? list : ""; *p;) {
+        size_t n = strcspn(p, ",");
+        if ((n == strlen(name) && strncmp(p, name, n) == 0) ||
+            (n == strlen(rule) && strncmp(p, rule, n) == 0))
+            return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+/*
+ * The pre-flight blockers of the migration's hosts that overrides (the ?override= list:
+ * finding names like "web1/os_supported", or rule ids like "os_supported" for every
+ * host) does not name, their names comma-separated in *standing (new; "" when none
+ * stand; what each says is in GET /v1/migrations/{id}).
+ * 0; or -1 after replying itself: 400 for an override that names no blocker (a typo
+ * must not pass for an override), 503 when Redis failed.
+ */
+static int standing_blockers(struct api_req *r, const char *id, const char *overrides,
+                             char **standing)
+{
+    struct err err = {0};
+    json_t *names = host_names(r, id, &err);
+    if (!names) {
+        api_reply_unavailable(r, &err);
+        return -1;
+    }
+    size_t n = json_array_size(names);
+    struct cmd *c = xcalloc(n + 1, sizeof(*c));
+    redisReply **rep = xcalloc(n + 1, sizeof(*rep));
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&c[i]);
+        cmd_arg(&c[i], "HGET");
+        cmd_argf(&c[i], XM_HOST_FMT, id, json_string_value(json_array_get(names, i)));
+        cmd_arg(&c[i], XM_H_FINDINGS);
+    }
+    int rc = n ? api_pipeline(r, c, (int)n, rep, &err) : 0;
+    json_t *blockers = json_array();
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *f = rep[i]->type == REDIS_REPLY_STRING ? json_loads(rep[i]->str, 0, NULL) : NULL;
+        size_t k;
+        json_t *one;
+        json_array_foreach(f, k, one)
+        {
+            const char *sev = json_string_value(json_object_get(one, "severity"));
+            if (sev && strcmp(sev, "blocker") == 0)
+                json_array_append(blockers, one);
+        }
+        json_decref(f);
+    }
+    api_free_replies(rep, (int)n);
+    for (size_t i = 0; i < n; i++)
+        cmd_release(&c[i]);
+    free(c);
+    free(rep);
+    json_decref(names);
+    if (rc < 0) {
+        json_decref(blockers);
+        api_reply_unavailable(r, &err);
+        return -1;
+    }
+    size_t k;
+    json_t *b;
+    /* Every override must name a blocker that exists. */
+    for (const char *p = overrides ? overrides : ""; *p;) {
+        size_t len = strcspn(p, ",");
+        int used = 0;
+        json_array_foreach(blockers, k, b)
+        {
+            char one[256];
+            snprintf(one, sizeof(one), "%.*s", (int)len, p);
+            used |= overridden(one, json_string_value(json_object_get(b, "name")),
+                               json_string_value(json_object_get(b, "rule")));
+        }
+        if (!used) {
+            api_reply_error(r, 400, "invalid_request", NULL,
+                            "override '%.*s' names no blocker of migration '%s'", (int)len, p, id);
+            json_decref(blockers);
+            return -1;
+        }
+        p += len + (p[len] == ',');
+    }
+    size_t cap = 256, used = 0, count = 0, hidden = 0;
+    char *out = xmalloc(cap);
+    out[0] = '\0';
+    json_array_foreach(blockers, k, b)
+    {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        if (!name || overridden(overrides, name, json_string_value(json_object_get(b, "rule"))))
+            continue;
+        size_t need = strlen(name) + 4;
+        if (used + need > 400) { /* the error message has room for about that much */
+            hidden++;
+            continue;
+        }
+        if (used + need >= cap) {
+            cap = (used + need) * 2;
+            out = xrealloc(out, cap);
+        }
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", count ? ", " : "", name);
+        count++;
+    }
+    if (hidden) {
+        out = xrealloc(out, used + 40);
+        snprintf(out + used, 40, " and %zu more", hidden);
+    }
+    json_decref(blockers);
+    *standing = out;
+    return 0;
+}
+
+/* Approve the migration unless a blocker stands that override does not name. */
+static void approve(struct api_req *r, const char *override)
 {
     const char *id = r->params[0];
     char key[200];
@@ -944,6 +1155,21 @@ void mig_approve(struct api_req *r)
             return;
         }
         freeReplyObject(h);
+        char *standing = NULL;
+        if (standing_blockers(r, id, override, &standing) < 0 || standing[0]) {
+            if (standing)
+                api_reply_error(r, 409, "conflict", NULL,
+                                "blockers stand: %s (GET /v1/migrations/%s shows what each "
+                                "says); fix them and run discovery again, or approve with "
+                                "?override=<name>,... to go ahead anyway",
+                                standing, id);
+            free(standing);
+            redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
+            if (u)
+                freeReplyObject(u);
+            return;
+        }
+        free(standing);
         struct cmds c = {0};
         cmd_arg(cmds_add(&c), "MULTI");
         struct cmd *m = cmds_add(&c);
@@ -953,6 +1179,8 @@ void mig_approve(struct api_req *r)
         cmd_arg(m, MIG_APPROVED);
         cmd_arg(m, "approved_by");
         cmd_arg(m, r->token_name);
+        cmd_arg(m, "overrides");
+        cmd_arg(m, override ? override : "");
         cmd_arg(m, "updated");
         cmd_argll(m, job_now_us() / 1000);
         struct job_spec spec = {
@@ -972,6 +1200,22 @@ void mig_approve(struct api_req *r)
         }
     }
     api_reply_error(r, 409, "conflict", NULL, "migration '%s' is changing; try again", id);
+}
+
+void mig_approve(struct api_req *r)
+{
+    char *override = api_query(r, "override");
+    if (override &&
+        (!*override || strlen(override) > 4000 ||
+         override[strspn(override, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                   "_-/,")] != '\0')) {
+        api_reply_error(r, 400, "invalid_request", NULL,
+                        "override must be a comma-separated list of finding names "
+                        "(host/rule) or rule names");
+    } else {
+        approve(r, override);
+    }
+    free(override);
 }
 
 /* ---------------------------------------------------------------- control */
@@ -1137,6 +1381,46 @@ void mig_host_phase(struct api_req *r)
     free(dry);
     requeue(r, id, host, phase, NULL, NULL, NULL, NULL, dry_run ? "{\"dry_run\":true}" : "{}",
             "host.rerun");
+}
+
+/* The last prep run of a host as xm-prep recorded it: what changed (or, after a dry
+ * run, would change, with the diffs) and its findings. */
+void mig_host_prep(struct api_req *r)
+{
+    const char *id = r->params[0], *host = r->params[1];
+    redisReply *h = load_host(r, id, host);
+    if (!h)
+        return;
+    freeReplyObject(h);
+    struct err err = {0};
+    char *key = xasprintf(XM_PREP_FMT, id, host);
+    redisReply *p = api_cmd(r, &err, 2, (const char *[]){"HGETALL", key});
+    free(key);
+    if (!p) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    if (p->elements == 0) {
+        freeReplyObject(p);
+        api_reply_error(r, 404, "not_found", NULL, "host '%s' has no finished prep run yet", host);
+        return;
+    }
+    json_t *out = hash_json(p);
+    freeReplyObject(p);
+    static const char *const finished[] = {"finished", NULL};
+    numbers(out, finished);
+    static const char *const lists[] = {"changed", "findings", "diffs"};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        const char *text = json_string_value(json_object_get(out, lists[i]));
+        json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+        json_object_set_new(out, lists[i], json_is_array(v) ? json_incref(v) : json_array());
+        json_decref(v);
+    }
+    const char *dry = json_string_value(json_object_get(out, "dry_run"));
+    json_object_set_new(out, "dry_run", json_boolean(dry && strcmp(dry, "true") == 0));
+    json_object_set_new(out, "migration", json_string(id));
+    json_object_set_new(out, "host", json_string(host));
+    api_reply_json(r, 200, out);
 }
 
 /* ---------------------------------------------------------------- discovery callback */

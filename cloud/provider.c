@@ -6,8 +6,14 @@
 #include "xmalloc.h"
 
 extern const struct provider_ops aws_provider;
+extern const struct provider_ops azure_provider;
+extern const struct provider_ops gcp_provider;
 
-static const struct provider_ops *const providers[] = {&aws_provider};
+static const struct provider_ops *const providers[] = {
+    &aws_provider,
+    &azure_provider,
+    &gcp_provider,
+};
 
 const struct provider_ops *provider_find(const char *cloud)
 {

@@ -167,6 +167,9 @@ struct provider_ops {
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);
+    /* A header every PUT to a write URL must carry ("x-ms-blob-type: BlockBlob" for Azure),
+     * handed to the agent with the URLs; NULL when none. */
+    const char *write_header;
 };
 
 /* The table for a cloud, or NULL when xmigrate has none for it. */

@@ -61,8 +61,10 @@ struct config {
     long long convert_shard_mb; /* disk MiB per convert shard */
     char *agent_path;    /* the static xm-agent binary copied to sources */
     char *agent_api_url; /* how a source server reaches xm-api */
-    char *api_url;              /* how workers reach xm-api (discovery callback) */
-    long long discovery_wait_s; /* how long discovery waits for a host's callback */
+    /* how workers reach xm-api (discovery callback), and how long discovery waits for
+     * a host's facts to arrive there */
+    char *api_url;
+    long long discovery_wait_s;
     long long agent_parallel;
     long long agent_limit_mbps;
     /* secrets */

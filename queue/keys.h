@@ -42,10 +42,15 @@
 #define XM_MIGS "xm:migs"
 /* Discovered facts of one host (JSON text, as posted by the discovery callback). */
 #define XM_FACTS_FMT "xm:facts:%s:%s"
+/* The host record discovery normalised from those facts (JSON, schemas/host.json). */
+#define XM_HOST_RECORD_FMT "xm:host:%s:%s:record"
 /* Disks of one host: set of disk ids (each has its xm:disk hash). */
 #define XM_HOST_DISKS_FMT "xm:host:%s:%s:disks"
 /* Cloud resources a migration created (set of "<kind>:<id>"), listed on cancel. */
 #define XM_MIG_RESOURCES_FMT "xm:mig:%s:resources"
+/* The last prep run of one host (hash: job, dry_run, finished, distribution, backup,
+ * changed, findings, diffs; the last three JSON), written by xm-prep. */
+#define XM_PREP_FMT "xm:prep:%s:%s"
 
 /* Credentials: xm:cred:<id> hash (name, kind, fingerprint, created, sealed secret);
  * xm:creds sorted set by creation time; xm:cred:<id>:users set of migration ids. */
@@ -91,5 +96,10 @@
 #define XM_H_ATTEMPT "attempt"
 #define XM_H_UPDATED "updated"
 #define XM_H_FAILED_JOB "failed_job" /* the job that failed for good (JSON), for retry */
+/* Written by discovery. */
+#define XM_H_DISCOVERY "discovery"             /* discovered, unreachable or failed */
+#define XM_H_DISCOVERY_ERROR "discovery_error" /* why not discovered (Ansible's message) */
+#define XM_H_FINDINGS "findings"               /* JSON array of pre-flight findings */
+#define XM_H_SUMMARY "summary" /* JSON: os, kernel, boot mode, vCPUs, memory, disks */
 
 #endif

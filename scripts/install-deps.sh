@@ -15,6 +15,11 @@ pkgs=(
     ansible-core openssh-server openssh-client iproute2
     lvm2
     libdeflate-dev zlib1g-dev qemu-utils
+    libyaml-dev
+    azure-cli
+    # prep tests: playbook lint, Debian root trees, Ansible's chroot connection
+    # (community.general, in Debian's ansible package)
+    ansible-lint debootstrap ansible
 )
 
 # Node.js runs the OpenAPI check. Debian's nodejs comes without npm; a nodesource
@@ -28,7 +33,21 @@ for p in "${pkgs[@]}"; do
     fi
 done
 
+# Azurite 3.35 (the Azure Blob emulator of the integration tests), pinned by
+# tests/package-lock.json; installed again only when the lock file changed.
+tests_npm() {
+    local dir
+    dir="$(cd "$(dirname "$0")/../tests" && pwd)"
+    if [ -x "$dir/node_modules/.bin/azurite-blob" ] &&
+        [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        return 0
+    fi
+    echo "install-deps: npm ci in $dir" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+    tests_npm
     exit 0
 fi
 
@@ -41,3 +60,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+tests_npm

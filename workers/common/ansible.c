@@ -85,7 +85,7 @@ static void shred_dir(const char *dir, const char *const *names, size_t n)
     rmdir(dir);
 }
 
-/* Pull "rc" and "msg"/"stderr" out of a "fatal: [h]: FAILED! => {json}" line. */
+/* Pull "rc" and "msg"/"stderr" out of a "fatal: [h]: FAILED! => {json}" or UNREACHABLE! line. */
 static void parse_failure(const char *line, struct ansible_result *res)
 {
     const char *brace = strchr(line, '{');
@@ -194,8 +194,8 @@ int ansible_run(const char *playbook, const struct ansible_target *t, const json
             continue;
         if (strstr(line, "UNREACHABLE!"))
             res->unreachable = 1;
-        if (strstr(line, "FAILED! =>"))
-            parse_failure(line, res);
+        if (strstr(line, "FAILED! =>") || strstr(line, "UNREACHABLE! =>"))
+            parse_failure(line, res); /* Ansible's reason, for the host record */
         char q[8300];
         log_info("ansible", "%s line=%s", log_ctx, log_quote(q, sizeof(q), line));
     }
