@@ -498,6 +498,49 @@ static void append_xack(struct worker *w, const char *entry)
 
 /* HSET xm:host:<mig>:<host> status, phase, attempt, updated [, error]; returns how many
  * commands it appended (0 when the job names no host). */
+/*
+ * When a host reaches the end (running after import, or failed for good), the migration
+ * may be over: if it is migrating and every host is at an end, it becomes done, failed
+ * (no host running) or partially_failed, with its event. Runs inside the settle
+ * transaction right after the host's own HSET, so two hosts ending at once decide once.
+ * KEYS: xm:mig:<id>, its host set, xm:events. ARGV: host key prefix, migration id, now
+ * (us), events cap.
+ */
+static const char finish_script[] =
+    "if redis.call('HGET', KEYS[1], 'status') ~= 'migrating' then return 0 end\n"
+    "local ok, bad = 0, 0\n"
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "  local st = redis.call('HMGET', ARGV[1] .. h, 'status', 'phase')\n"
+    "  if st[1] == 'failed' then bad = bad + 1\n"
+    "  elseif st[1] == 'done' and st[2] == 'import' then ok = ok + 1\n"
+    "  else return 0 end\n"
+    "end\n"
+    "local final = 'partially_failed'\n"
+    "if bad == 0 then final = 'done' elseif ok == 0 then final = 'failed' end\n"
+    "redis.call('HSET', KEYS[1], 'status', final, 'finished', ARGV[3])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'migration.' .. final,\n"
+    "  'migration', ARGV[2], 'ts', ARGV[3], 'msg',\n"
+    "  ok .. ' host(s) running, ' .. bad .. ' failed')\n"
+    "return 1\n";
+
+static int append_migration_end(struct worker *w, const struct job *job)
+{
+    struct cmd *c = &w->cmd;
+    cmd_reset(c);
+    cmd_arg(c, "EVAL");
+    cmd_arg(c, finish_script);
+    cmd_arg(c, "3");
+    cmd_argf(c, XM_MIG_FMT, job->migration);
+    cmd_argf(c, XM_MIG_HOSTS_FMT, job->migration);
+    cmd_arg(c, XM_EVENTS);
+    cmd_argf(c, XM_HOST_FMT, job->migration, "");
+    cmd_arg(c, job->migration);
+    cmd_argll(c, job_now_us());
+    cmd_argll(c, xm_config.events_maxlen);
+    cmd_append(w->ctx, c);
+    return 1;
+}
+
 static int append_host_state(struct worker *w, const struct job *job, enum host_status s,
                              const char *phase, const char *error)
 {
@@ -520,6 +563,8 @@ static int append_host_state(struct worker *w, const struct job *job, enum host_
         cmd_arg(c, error);
     }
     cmd_append(w->ctx, c);
+    if (s == HOST_FAILED || (s == HOST_DONE && strcmp(phase, "import") == 0))
+        return 1 + append_migration_end(w, job);
     return 1;
 }
 

@@ -743,6 +743,31 @@ static void test_cancelled_migration_drops_jobs(void **state)
     free(mig);
 }
 
+/* The last host to reach an end (running after import, or failed) ends the migration,
+ * once, with its event: here one host runs and one fails -> partially_failed. */
+static void test_last_host_ends_the_migration(void **state)
+{
+    struct t *t = *state;
+    freeReplyObject(rs_cmd(t->c, "HSET xm:mig:m1 status migrating"));
+    freeReplyObject(rs_cmd(t->c, "SADD xm:mig:m1:hosts h1 h2 h3"));
+    worker(t, "a", "import", NULL, NULL, NULL);
+    worker(t, "b", "import", NULL, NULL, NULL);
+    enqueue_job(t->c, "import", "m1", "h1", NULL, "{}");
+    enqueue_job(t->c, "import", "m1", "h2", NULL, "{\"fail\": \"permanent\"}");
+    wait_status(t, "m1", "h1", "done", 5000);
+    wait_status(t, "m1", "h2", "failed", 5000);
+    char *st = rs_str(t->c, "HGET xm:mig:m1 status");
+    assert_string_equal(st, "migrating"); /* h3 has not ended */
+    free(st);
+    enqueue_job(t->c, "import", "m1", "h3", NULL, "{}");
+    wait_status(t, "m1", "h3", "done", 5000);
+    st = rs_str(t->c, "HGET xm:mig:m1 status");
+    assert_string_equal(st, "partially_failed");
+    free(st);
+    assert_int_equal(count_events(t, "migration.partially_failed", NULL), 1);
+    check_all_streams(t, NULL);
+}
+
 /* A migration-level job (host "-") starts each host's pipeline: one job per host, and
  * each host's record shows it queued for that phase; "-" gets no record. */
 static void test_migration_level_handoff(void **state)
@@ -856,6 +881,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retry_backoff_then_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_goes_dead_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_host_ends_the_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_handoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fanin_five_disks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_restart_mid_run, setup, teardown),

@@ -232,9 +232,10 @@ class Client:
     """HTTP/1.1 to xm-api, one connection per request. Every response is kept in
     `received` (status line, headers and body as text) for the secret-leak grep."""
 
-    def __init__(self, port, token=None):
+    def __init__(self, port, token=None, host="127.0.0.1"):
         self.port = port
         self.token = token
+        self.host = host
         self.received = []
 
     def record(self, text):
@@ -255,7 +256,7 @@ class Client:
             h["Content-Type"] = content_type
         if headers:
             h.update(headers)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             try:
                 conn.request(method, path, body=data, headers=h)
