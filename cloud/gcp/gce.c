@@ -26,6 +26,8 @@ void gce_name(char out[GCE_NAME_MAX + 1], const char *migration, const char *par
     }
     while (n && clean[n - 1] == '-')
         n--;
+    if (!n) /* nothing usable: a name must not end in '-' */
+        clean[n++] = 'x';
     clean[n] = '\0';
     /* "xm-" + 10 + "-" = 14 bytes; the part gets the other 49. */
     if (14 + n <= GCE_NAME_MAX) {

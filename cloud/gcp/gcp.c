@@ -194,8 +194,10 @@ static int token_classify(void *arg, const struct http_response *resp, struct er
     (void)arg;
     if (resp->status >= 200 && resp->status < 300)
         return 0;
-    if (resp->status >= 500 || resp->status == 429 || resp->status == 408)
-        return err_set(err, ERR_TRANSIENT, "token endpoint: HTTP %ld", resp->status), 1;
+    if (resp->status >= 500 || resp->status == 429 || resp->status == 408) {
+        err_set(err, ERR_TRANSIENT, "token endpoint: HTTP %ld", resp->status);
+        return 1;
+    }
     json_t *j = resp->body ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
     const char *code = json_string_value(json_object_get(j, "error"));
     const char *desc = json_string_value(json_object_get(j, "error_description"));

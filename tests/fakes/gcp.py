@@ -53,7 +53,7 @@ Control endpoints (no auth):
                      that many body bytes (a resumable chunk keeps them, rounded down to
                      256 KiB, as GCS persists), then cut the connection with a RST
     DELETE /__faults
-    POST /__config   {"op_steps", "instance_steps", "fail_ops": [{"match": "insert
+    POST /__config   {"op_steps", "instance_steps", "token_lifetime", "fail_ops": [{"match": "insert
                      instances", "code", "message", "times"}]}: matching operations
                      finish with that error
     POST /__expire_tokens   every issued token stops working (401), as a revoked one
@@ -1203,7 +1203,9 @@ class Handler(faultproxy.Handler):
                     for k in ("op_steps", "instance_steps", "fail_ops"):
                         if k in doc:
                             STATE.config[k] = doc[k]
-                    out = dict(STATE.config)
+                    if "token_lifetime" in doc:
+                        STATE.token_lifetime = int(doc["token_lifetime"])
+                    out = dict(STATE.config, token_lifetime=STATE.token_lifetime)
                 elif path == "/__expire_tokens" and self.command == "POST":
                     STATE.tokens = {}
                     out = {}

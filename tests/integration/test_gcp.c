@@ -133,6 +133,15 @@ static void test_token(void **state)
     gcp_free(c);
     json_decref(stranger);
 
+    /* A token that expires within GCP_TOKEN_MARGIN_S is not used: fetched anew each time. */
+    config("{\"token_lifetime\": 120}");
+    c = gcpfake_client(&fake, NULL);
+    assert_non_null(gcp_token(c, &err));
+    assert_non_null(gcp_token(c, &err));
+    assert_int_equal(gcp_token_fetches(c), 2);
+    gcp_free(c);
+    config("{\"token_lifetime\": 3599}");
+
     /* The token endpoint throttled once: retried. */
     faults("[{\"match\": \"POST /token\", \"status\": 503, \"times\": 1}]");
     c = gcpfake_client(&fake, NULL);

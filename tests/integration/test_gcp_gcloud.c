@@ -131,6 +131,10 @@ static int setup(void **state)
     setenv("CLOUDSDK_CORE_DISABLE_PROMPTS", "1", 1);
     setenv("CLOUDSDK_CORE_DISABLE_USAGE_REPORTING", "true", 1);
     setenv("CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK", "true", 1);
+    /* gcloud looks for a GCE metadata server (a DNS query for metadata.google.internal):
+     * keep that on loopback too (port 9 refuses), so nothing leaves the machine. */
+    setenv("CLOUDSDK_CORE_CHECK_GCE_METADATA", "false", 1);
+    setenv("GCE_METADATA_ROOT", "127.0.0.1:9", 1);
     GCP_OK(gcs_bucket_ensure(g, BUCKET, "europe-west1", 30, &err));
     return 0;
 }

@@ -10,6 +10,7 @@
  *     the data ("Universe domain with virtual hosted style": the expected canonical
  *     request shows a path the signature was not computed over) compares string to sign
  *     and URL only. The POST-policy cases are not run: xmigrate signs no POST policies.
+ * And the Compute resource names every idempotent lookup depends on (gce_name).
  * Run with the testdata folder as argv[1].
  */
 #include <setjmp.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gcp/gce.h"
 #include "gcp/jwt.h"
 #include "gcp/signedurl.h"
 #include "xmalloc.h"
@@ -248,6 +250,46 @@ static void test_signed_url_conformance(void **state)
     json_decref(v);
 }
 
+/* ---------------------------------------------------------------- names */
+
+static int valid_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (len < 1 || len > GCE_NAME_MAX || n[0] < 'a' || n[0] > 'z' || n[len - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    const char *mig = "0d3c9a51-5b7e-4f00-8a11-2233445566aa";
+    char a[GCE_NAME_MAX + 1], b[GCE_NAME_MAX + 1], c[GCE_NAME_MAX + 1];
+    gce_name(a, mig, "Web_Server.1");
+    assert_true(valid_name(a));
+    assert_int_equal(strncmp(a, "xm-", 3), 0);
+    assert_non_null(strstr(a, "-web-server-1"));
+    gce_name(b, mig, "Web_Server.1");
+    assert_string_equal(a, b); /* the idempotency key: the same every time */
+    gce_name(b, "another-migration", "Web_Server.1");
+    assert_string_not_equal(a, b);
+    /* Too long: cut, and told apart by a hash of the whole part. */
+    const char *long1 = "A-very-long-host-name-that-goes-on-and-on-and-on-beyond-limits-1";
+    const char *long2 = "A-very-long-host-name-that-goes-on-and-on-and-on-beyond-limits-2";
+    gce_name(a, mig, long1);
+    gce_name(c, mig, long2);
+    assert_true(valid_name(a));
+    assert_true(valid_name(c));
+    assert_int_equal(strlen(a), GCE_NAME_MAX);
+    assert_string_not_equal(a, c);
+    char label[GCE_NAME_MAX + 1];
+    gce_label(label, "Web1.Example");
+    assert_string_equal(label, "web1_example");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -256,6 +298,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_jwt_vectors),
         cmocka_unit_test(test_bad_keys),
         cmocka_unit_test(test_signed_url_conformance),
+        cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests_name("integration.gcp_sign", tests, NULL, NULL);
 }

@@ -1,12 +1,15 @@
 #include "test_gcp_support.h"
 
-#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,26 +26,14 @@
 #define XM_GCP_FAKE_SCRIPT "tests/fakes/gcp.py"
 #endif
 
-static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static _Noreturn void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "test_gcp_support: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
 json_t *gcpfake_new_key(const char *email)
 {
     EVP_PKEY *pkey = EVP_RSA_gen(2048);
     if (!pkey)
-        die("RSA key generation failed");
+        fail_msg("RSA key generation failed");
     BIO *bio = BIO_new(BIO_s_mem());
     if (!PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
-        die("PEM_write_bio_PrivateKey failed");
+        fail_msg("PEM_write_bio_PrivateKey failed");
     char *pem = NULL;
     long n = BIO_get_mem_data(bio, &pem);
     char *copy = xstrndup(pem, (size_t)n);
@@ -67,65 +58,30 @@ void gcpfake_start(struct gcpfake *f, const char *const *extra)
     memset(f, 0, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "/tmp/xm-gcp-XXXXXX");
     if (!mkdtemp(f->dir))
-        die("mkdtemp failed");
+        fail_msg("mkdtemp failed");
     f->key = gcpfake_new_key(GCPFAKE_EMAIL);
     snprintf(f->key_path, sizeof(f->key_path), "%s/key.json", f->dir);
     snprintf(f->log, sizeof(f->log), "%s/fake.log", f->dir);
     if (json_dump_file(f->key, f->key_path, 0) != 0)
-        die("cannot write %s", f->key_path);
+        fail_msg("cannot write %s", f->key_path);
     chmod(f->key_path, 0600);
 
-    const char *argv[24] = {"python3", XM_GCP_FAKE_SCRIPT, "--listen",
-                            "0",       "--key-file",       f->key_path};
+    char *argv[24] = {"python3", XM_GCP_FAKE_SCRIPT, "--listen", "0", "--key-file", f->key_path};
     size_t n = 6;
     for (size_t i = 0; extra && extra[i] && n < XM_ARRAY_LEN(argv) - 1; i++)
-        argv[n++] = extra[i];
+        argv[n++] = (char *)extra[i];
     argv[n] = NULL;
-    int fds[2];
-    if (pipe(fds) != 0)
-        die("pipe failed");
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork failed");
-    if (pid == 0) {
-        int log = open(f->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fds[1], STDOUT_FILENO);
-        if (log >= 0)
-            dup2(log, STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execvp("python3", (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[256];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof(line) - 1 && (r = read(fds[0], line + got, sizeof(line) - 1 - got)) > 0) {
-        got += (size_t)r;
-        if (memchr(line, '\n', got))
-            break;
-    }
-    line[got] = '\0';
-    close(fds[0]);
-    json_t *j = json_loads(line, 0, NULL);
-    json_int_t port = json_integer_value(json_object_get(j, "port"));
-    json_decref(j);
-    if (port <= 0)
-        die("%s printed no port (see %s)", XM_GCP_FAKE_SCRIPT, f->log);
-    f->pid = pid;
-    snprintf(f->endpoint, sizeof(f->endpoint), "http://127.0.0.1:%d", (int)port);
+    helper_proc_start(&f->proc, argv, f->log);
+    xstrlcpy(f->endpoint, f->proc.endpoint, sizeof(f->endpoint));
     snprintf(f->token_uri, sizeof(f->token_uri), "%s/token", f->endpoint);
     json_object_set_new(f->key, "token_uri", json_string(f->token_uri));
     if (!wait_until(answers, f, 10000))
-        die("the fake does not answer (see %s)", f->log);
+        fail_msg("the fake does not answer (see %s)", f->log);
 }
 
 void gcpfake_stop(struct gcpfake *f)
 {
-    if (f->pid > 0)
-        stop_process(f->pid, SIGTERM);
-    f->pid = 0;
+    helper_proc_stop(&f->proc);
     json_decref(f->key);
     f->key = NULL;
     if (!getenv("XM_KEEP_TEST_DIRS") && f->dir[0]) {
@@ -165,7 +121,7 @@ long long gcpfake_stat(const struct gcpfake *f, const char *name)
 {
     char *body = NULL;
     if (gcpfake_ctl(f, "GET", "/__stats", NULL, &body) != 200)
-        die("GET /__stats failed");
+        fail_msg("GET /__stats failed");
     json_t *j = json_loads(body, 0, NULL);
     free(body);
     const char *dot = strchr(name, '.');
@@ -202,7 +158,7 @@ struct gcp *gcpfake_client(const struct gcpfake *f, const json_t *key)
     struct err err = {0};
     struct gcp *g = gcp_new(&c, &err);
     if (!g)
-        die("gcp_new: %s", err.msg);
+        fail_msg("gcp_new: %s", err.msg);
     return g;
 }
 
@@ -214,7 +170,7 @@ void gcpfake_env(const struct gcpfake *f)
     config_release();
     struct err err = {0};
     if (config_load(&err) < 0)
-        die("config_load: %s", err.msg);
+        fail_msg("config_load: %s", err.msg);
 }
 
 json_t *gcpfake_secret(const struct gcpfake *f)

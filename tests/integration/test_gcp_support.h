@@ -4,7 +4,7 @@
  * Google key file in a temporary directory, never committed), the fake started on a
  * free loopback port knowing that key, its control endpoints, and a client for it.
  *
- * Test-only code: setup failures abort the test with a message.
+ * Test-only code: setup failures fail the test (cmocka fail_msg) with a message.
  */
 #ifndef XM_TEST_GCP_SUPPORT_H
 #define XM_TEST_GCP_SUPPORT_H
@@ -14,12 +14,13 @@
 #include <sys/types.h>
 
 #include "gcp/gcp.h"
+#include "harness.h"
 
 #define GCPFAKE_PROJECT "xm-test-proj"
 #define GCPFAKE_EMAIL "xmigrate@" GCPFAKE_PROJECT ".iam.gserviceaccount.com"
 
 struct gcpfake {
-    pid_t pid;
+    struct helper_proc proc;
     char dir[256];      /* temporary directory: key files, logs */
     char endpoint[64];  /* http://127.0.0.1:PORT */
     char token_uri[96]; /* <endpoint>/token */
