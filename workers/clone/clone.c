@@ -69,23 +69,77 @@ static int file_sha1(const char *path, char out[41], struct err *err)
     return 0;
 }
 
-/* The disks to copy: payload "disks" or the discovered facts' "disks", each checked. */
-static json_t *disks_of(struct redisContext *c, const struct job *job, struct err *err)
+/* The "disks" array of a JSON document stored at key (new reference), or NULL. */
+static json_t *stored_disks(struct redisContext *c, const char *key, struct err *err, int *failed)
+{
+    redisReply *r = conn_cmd(c, err, 2, (const char *[]){"GET", key});
+    if (!r) {
+        *failed = 1;
+        return NULL;
+    }
+    json_t *doc = r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
+    freeReplyObject(r);
+    json_t *list = json_incref(json_object_get(doc, "disks"));
+    json_decref(doc);
+    return json_is_array(list) ? list : (json_decref(list), NULL);
+}
+
+/*
+ * The disks the blueprint lists for this host (new array of {name, device}; a device's
+ * name is its last path component), without those it marks skip; NULL when it lists
+ * none (every discovered disk goes). The operator's list wins over discovery, which
+ * leaves out devices such as loop devices that are rarely a server's own disks.
+ */
+static json_t *blueprint_disks(const json_t *blueprint, const char *host)
+{
+    size_t i, j;
+    json_t *h, *d;
+    json_array_foreach(json_object_get(blueprint, "hosts"), i, h)
+    {
+        const char *name = json_string_value(json_object_get(h, "host"));
+        const json_t *list = json_object_get(h, "disks");
+        if (!name || strcmp(name, host) != 0 || !json_is_array(list) || !json_array_size(list))
+            continue;
+        json_t *out = json_array();
+        json_array_foreach(list, j, d)
+        {
+            const char *dev = json_string_value(json_object_get(d, "device"));
+            if (!dev || json_is_true(json_object_get(d, "skip")))
+                continue;
+            const char *base = strrchr(dev, '/');
+            json_array_append_new(
+                out, json_pack("{s:s, s:s}", "name", base ? base + 1 : dev, "device", dev));
+        }
+        return out;
+    }
+    return NULL;
+}
+
+/*
+ * The disks to copy: payload "disks", else those the blueprint lists for the host, else
+ * the disks of the host record discovery normalised (else the raw facts' "disks").
+ * Each name and device checked.
+ */
+static json_t *disks_of(struct redisContext *c, const struct mig_info *m, const struct job *job,
+                        struct err *err)
 {
     json_t *payload = json_loads(job->payload, 0, NULL);
     json_t *list = json_incref(json_object_get(payload, "disks"));
     json_decref(payload);
+    int failed = 0;
+    char key[300];
+    if (!list)
+        list = blueprint_disks(m->blueprint, job->host);
     if (!list) {
-        char key[300];
-        snprintf(key, sizeof(key), XM_FACTS_FMT, job->migration, job->host);
-        redisReply *r = conn_cmd(c, err, 2, (const char *[]){"GET", key});
-        if (!r)
-            return NULL;
-        json_t *facts = r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
-        freeReplyObject(r);
-        list = json_incref(json_object_get(facts, "disks"));
-        json_decref(facts);
+        snprintf(key, sizeof(key), XM_HOST_RECORD_FMT, job->migration, job->host);
+        list = stored_disks(c, key, err, &failed);
     }
+    if (!list && !failed) {
+        snprintf(key, sizeof(key), XM_FACTS_FMT, job->migration, job->host);
+        list = stored_disks(c, key, err, &failed);
+    }
+    if (failed)
+        return NULL;
     json_t *out = json_array();
     size_t i;
     json_t *d;
@@ -166,7 +220,7 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
                 xm_config.agent_path, strerror(errno));
         goto out;
     }
-    if (!(disks = disks_of(c, job, err)) || file_sha1(agent, sha, err) < 0)
+    if (!(disks = disks_of(c, &m, job, err)) || file_sha1(agent, sha, err) < 0)
         goto out;
     char hkey[300];
     snprintf(hkey, sizeof(hkey), XM_HOST_FMT, m.id, job->host);

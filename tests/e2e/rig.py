@@ -1,0 +1,386 @@
+"""The whole of xmigrate on one machine: what the end-to-end tests and the demo run.
+
+    Redis, the emulated cloud (moto_server for AWS), xm-api and one process per phase
+    worker (N converters), all on local addresses; source servers that are network
+    namespaces whose sshd chroots every session into an overlay of a Debian 12 root
+    tree (so discovery reads a real OS and prep changes that tree, never this machine),
+    each with loop-device disks holding a real ext4 filesystem with files.
+
+A migration then runs exactly as an operator runs one: credentials and the migration
+through the HTTP API, discovery by Ansible over SSH, the network phase, prep, the agent
+streaming each disk into the cloud's object storage, sharded conversion, import, VM.
+
+Needs root (namespaces, loop devices, overlay and bind mounts), as CI has. Standard
+library only, plus boto3 (on the machine image beside moto) to read the result back.
+"""
+
+import atexit
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(TOP, "tests", "integration", "api"))
+import xmtest  # noqa: E402  (redis client and server, processes, wait_for)
+
+FINAL = ("done", "partially_failed", "failed", "cancelled")
+
+# Everything started and not yet stopped: taken down at exit, also after SIGTERM/SIGINT,
+# so an interrupted run leaves no namespace, mount, loop device or process behind.
+_live = []
+
+
+def _cleanup():
+    while _live:
+        obj = _live.pop()
+        try:
+            obj.close()
+        except Exception as e:  # keep taking the rest down
+            print("cleanup of %r failed: %s" % (obj, e), file=sys.stderr)
+
+
+def _on_signal(signum, frame):
+    sys.exit(128 + signum)  # runs atexit
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, _on_signal)
+TREE_CACHE = os.environ.get("XM_PREP_TREE_CACHE", "/var/cache/xmigrate-test")
+
+
+def run(*argv, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(list(argv), **kw)
+
+
+def make_disk(path, size, seed):
+    """A disk image of size bytes (not a whole number of chunks): an MBR with one
+    partition holding ext4 with files, a random region, zeros, and a last byte that is
+    not zero."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    files = path + ".files"
+    os.makedirs(os.path.join(files, "etc"), exist_ok=True)
+    with open(os.path.join(files, "etc", "motd"), "w") as f:
+        f.write("disk %s, seed %d\n" % (os.path.basename(path), seed))
+    with open(os.path.join(files, "app.log"), "w") as f:
+        for i in range(20000):
+            f.write("%d line %d of an application log that compresses well\n" % (seed, i))
+    fs = path + ".fs"
+    run("mke2fs", "-q", "-F", "-t", "ext4", "-d", files, fs, "12M")
+    part_lba, part_sectors = 2048, (12 << 20) // 512
+    rnd = hashlib.sha256(b"seed%d" % seed).digest()
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 446)
+        f.seek(446)
+        f.write(struct.pack("<BBBBBBBBII", 0x80, 0, 0, 0, 0x83, 0, 0, 0, part_lba,
+                            part_sectors))
+        f.seek(510)
+        f.write(b"\x55\xaa")
+        with open(fs, "rb") as src:
+            f.seek(part_lba * 512)
+            f.write(src.read())
+        f.seek(20 << 20)
+        block = b"".join(hashlib.sha256(rnd + i.to_bytes(4, "little")).digest()
+                         for i in range(1 << 12))  # 128 KiB that do not compress
+        for _ in range(32):
+            f.write(block)
+        f.seek(size - 1)
+        f.write(b"\x01")
+    os.unlink(fs)
+    shutil.rmtree(files)
+
+
+def root_tree():
+    """The cached Debian 12 root tree (built once by tests/prep/build-trees.sh)."""
+    run(os.path.join(TOP, "tests", "prep", "build-trees.sh"), TREE_CACHE, "bookworm")
+    return os.path.join(TREE_CACHE, "bookworm")
+
+
+class Source:
+    """A source server: namespace xm-e2e<n> at 10.232.<n>.2 (this machine is .1)."""
+
+    def __init__(self, n, work, tree, disk_sizes):
+        self.n, self.tree = n, tree
+        self.name = "src%d" % n
+        self.dir = os.path.join(work, self.name)
+        self.ns, self.hveth, self.sveth = "xm-e2e%d" % n, "xm-eh%d" % n, "xm-es%d" % n
+        self.host_ip, self.address = "10.232.%d.1" % n, "10.232.%d.2" % n
+        # sshd's ChrootDirectory wants every component of the path root-owned and not
+        # writable by others, which /tmp is not.
+        self.root = os.path.join("/run/xmigrate-e2e", self.ns)
+        self.disk_sizes = disk_sizes
+        self.images, self.loops = [], []
+        self.sshd_pid = None
+
+    def close(self):
+        self.down()
+
+    def up(self):
+        _live.append(self)
+        d = self.dir
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        for sub in ("upper", "work"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        os.chmod("/run/xmigrate-e2e", 0o755)
+        run("mount", "-t", "overlay", "overlay", "-o",
+            "lowerdir=%s,upperdir=%s/upper,workdir=%s/work" % (self.tree, d, d), self.root)
+        for what in ("dev", "sys"):
+            run("mount", "--rbind", "/" + what, os.path.join(self.root, what))
+            run("mount", "--make-rslave", os.path.join(self.root, what))
+        run("mount", "-t", "proc", "proc", os.path.join(self.root, "proc"))
+        # Its package repository is a local address where nothing listens: prep finds it
+        # unreachable at once (a finding, as on a server without one), and no test
+        # traffic leaves this machine.
+        with open(os.path.join(self.root, "etc", "apt", "sources.list"), "w") as f:
+            f.write("deb http://127.0.0.1:9/debian bookworm main\n")
+        lists = os.path.join(self.root, "etc", "apt", "sources.list.d")
+        for name in os.listdir(lists) if os.path.isdir(lists) else []:
+            os.unlink(os.path.join(lists, name))
+        for i, size in enumerate(self.disk_sizes):
+            img = os.path.join(d, "disk%d.img" % i)
+            make_disk(img, size, self.n * 10 + i)
+            self.images.append(img)
+            self.loops.append(run("losetup", "-f", "--show", img, capture_output=True,
+                                  text=True).stdout.strip())
+        for key in ("id", "hostkey"):
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key))
+        shutil.copy(os.path.join(d, "id.pub"), os.path.join(d, "authorized_keys"))
+        with open(os.path.join(d, "sshd_config"), "w") as f:
+            f.write("ListenAddress %s\nPort 22\nHostKey %s/hostkey\nPidFile %s/sshd.pid\n"
+                    "AuthorizedKeysFile %s/authorized_keys\nPermitRootLogin prohibit-password\n"
+                    "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+                    "StrictModes no\nChrootDirectory %s\nSubsystem sftp internal-sftp\n"
+                    % (self.address, d, d, d, self.root))
+        run("ip", "netns", "add", self.ns)
+        run("ip", "link", "add", self.hveth, "type", "veth", "peer", "name", self.sveth)
+        run("ip", "link", "set", self.sveth, "netns", self.ns)
+        run("ip", "addr", "add", self.host_ip + "/24", "dev", self.hveth)
+        run("ip", "link", "set", self.hveth, "up")
+        ns = ("ip", "netns", "exec", self.ns)
+        run(*ns, "ip", "addr", "add", self.address + "/24", "dev", self.sveth)
+        run(*ns, "ip", "link", "set", self.sveth, "up")
+        run(*ns, "ip", "link", "set", "lo", "up")
+        # Other sources' host addresses (where the API and the cloud listen) via this one.
+        run(*ns, "ip", "route", "add", "default", "via", self.host_ip)
+        os.makedirs("/run/sshd", exist_ok=True)
+        run(*ns, "unshare", "--uts", "sh", "-c",
+            "hostname %s; exec /usr/sbin/sshd -f %s/sshd_config -E %s/sshd.log"
+            % (self.name, d, d))
+        xmtest.wait_for(lambda: os.path.exists(os.path.join(d, "sshd.pid")), 10, "sshd")
+        with open(os.path.join(d, "sshd.pid")) as f:
+            self.sshd_pid = int(f.read())
+
+    def private_key(self):
+        with open(os.path.join(self.dir, "id")) as f:
+            return f.read()
+
+    def disk_bytes(self, i):
+        with open(self.loops[i], "rb") as f:
+            return f.read()
+
+    def down(self):
+        if self in _live:
+            _live.remove(self)
+        if self.sshd_pid:
+            try:
+                os.kill(self.sshd_pid, 15)
+            except OSError:
+                pass
+        run("ip", "netns", "del", self.ns, check=False, stderr=subprocess.DEVNULL)
+        run("ip", "link", "del", self.hveth, check=False, stderr=subprocess.DEVNULL)
+        for loop in self.loops:
+            run("losetup", "-d", loop, check=False)
+        if os.path.ismount(self.root):
+            run("umount", "-R", self.root, check=False)
+            if os.path.ismount(self.root):
+                run("umount", "-R", "-l", self.root, check=False)
+        if os.path.isdir(self.root) and not os.path.ismount(self.root):
+            os.rmdir(self.root)
+
+
+class Rig:
+    """Redis, the cloud, xm-api and every worker, started by start(), stopped by stop()."""
+
+    def __init__(self, build, work, cloud="aws", converters=1, api_ip="127.0.0.1"):
+        self.build, self.work, self.cloud = build, work, cloud
+        self.converters, self.api_ip = converters, api_ip
+        self.procs = {}
+        self.redis = None
+        self.moto = None
+
+    def bin(self, *path):
+        return os.path.join(self.build, *path)
+
+    def close(self):
+        self.stop()
+
+    def start(self):
+        _live.append(self)
+        self.redis = xmtest.RedisServer(self.work)
+        self.redis.start()
+        self.r = xmtest.Redis(self.redis.port)
+        env = {}
+        if self.cloud == "aws":
+            out = run("python3", os.path.join(TOP, "tests", "support", "moto.py"), "--port",
+                      str(xmtest.free_port()), "--host", self.api_ip, "--log",
+                      os.path.join(self.work, "moto.log"), capture_output=True,
+                      text=True).stdout
+            self.moto = json.loads(out)
+            env["XM_AWS_ENDPOINT"] = self.moto["endpoint"]
+        else:
+            raise ValueError("cloud %r: the rig knows aws" % self.cloud)
+        self.master = secrets.token_hex(32)
+        self.api_port = xmtest.free_port()
+        api_url = "http://%s:%d" % (self.api_ip, self.api_port)
+        self.env = xmtest.clean_env(dict(env, **{
+            "XM_REDIS_PORT": str(self.redis.port), "XM_MASTER_KEY": self.master,
+            "XM_API_ADDR": self.api_ip, "XM_API_PORT": str(self.api_port),
+            "XM_API_URL": api_url, "XM_AGENT_API_URL": api_url,
+            "XM_SCHEMAS_DIR": os.path.join(TOP, "schemas"),
+            "XM_PLAYBOOKS_DIR": os.path.join(TOP, "playbooks"),
+            "XM_AGENT_PATH": self.bin("agent", "xm-agent"),
+            "XM_LOG_LEVEL": "debug", "XM_BLOCK_MS": "200", "XM_RETRY_BASE_MS": "500",
+            "XM_VISIBILITY_TIMEOUT_MS": "30000", "XM_HEARTBEAT_MS": "2000",
+            "XM_CONVERT_SHARD_MB": "16",
+        }))
+        self.token = run(self.bin("api", "xm-api"), "token", "create", "e2e", env=self.env,
+                         capture_output=True, text=True).stdout.strip()
+        self.spawn("api", [self.bin("api", "xm-api")])
+        self.api = xmtest.Client(self.api_port, self.token, host=self.api_ip)
+        xmtest.wait_for(self.healthy, 15, "xm-api")
+        workers = [("discovery", "discovery/xm-discovery"), ("network", "network/xm-network"),
+                   ("prep", "prep/xm-prep"), ("clone", "clone/xm-clone"),
+                   ("import", "import/xm-import")]
+        workers += [("convert%d" % i, "../convert/xm-convert")
+                    for i in range(1, self.converters + 1)]
+        for name, path in workers:
+            self.spawn(name, [os.path.normpath(self.bin("workers", path))])
+
+    def spawn(self, name, argv):
+        env = dict(self.env, XM_CONSUMER=name)
+        self.procs[name] = xmtest.Process(argv, env, os.path.join(self.work, name + ".log"))
+
+    def healthy(self):
+        return xmtest.Client(self.api_port, host=self.api_ip).get("/healthz").status == 200
+
+    def stop(self):
+        if self in _live:
+            _live.remove(self)
+        for p in self.procs.values():
+            try:
+                p.stop()
+            except AssertionError as e:
+                print(e, file=sys.stderr)
+        self.procs = {}
+        if self.moto:
+            try:
+                os.killpg(self.moto["pid"], 15)
+            except OSError:
+                pass
+            self.moto = None
+        if self.redis:
+            self.redis.stop()
+            self.redis = None
+
+    # ------------------------------------------------------------ as an operator does
+
+    def call(self, method, path, body=None, want=(200, 201, 202)):
+        r = self.api.request(method, path, body)
+        if r.status not in want:
+            raise AssertionError("%s %s: HTTP %d %s" % (method, path, r.status, r.body[:500]))
+        return r.json if r.body else None
+
+    def credentials(self, sources):
+        if self.cloud == "aws":
+            cloud = self.call("POST", "/v1/credentials", {
+                "name": "moto", "kind": "aws", "secret": {
+                    "access_key_id": self.moto["access_key"],
+                    "secret_access_key": self.moto["secret_key"]}})
+        ssh = [self.call("POST", "/v1/credentials", {
+            "name": "root-" + s.name, "kind": "ssh",
+            "secret": {"user": "root", "private_key": s.private_key()}}) for s in sources]
+        return cloud["id"], [c["id"] for c in ssh]
+
+    def migrate(self, sources, name="e2e", blueprint=None, auto_approve=True):
+        cloud_cred, ssh = self.credentials(sources)
+        body = {"name": name, "cloud": self.cloud, "region": "us-east-1",
+                "credential": cloud_cred, "auto_approve": auto_approve,
+                "hosts": [{"name": s.name, "address": s.address, "credential": c}
+                          for s, c in zip(sources, ssh)]}
+        if blueprint:
+            body["blueprint"] = blueprint
+        return self.call("POST", "/v1/migrations", body)["id"]
+
+    def migration(self, mig):
+        return self.call("GET", "/v1/migrations/" + mig)
+
+    def wait_status(self, mig, statuses, timeout):
+        def reached():
+            m = self.migration(mig)
+            return m if m["status"] in statuses else None
+        return xmtest.wait_for(reached, timeout, "migration %s to reach %s" % (mig, statuses),
+                               interval=1.0)
+
+    def wait_final(self, mig, timeout):
+        return self.wait_status(mig, FINAL, timeout)
+
+    @staticmethod
+    def blockers(m):
+        """The blocker findings of a migration as GET shows them."""
+        out = []
+        for h in m.get("hosts", []):
+            out += [f for f in h.get("findings", []) if f.get("severity") == "blocker"]
+        return out
+
+    def approve(self, mig, overrides=()):
+        q = "?override=" + ",".join(overrides) if overrides else ""
+        return self.call("POST", "/v1/migrations/%s/approve%s" % (mig, q))
+
+    # ------------------------------------------------------------ reading the result back
+
+    def aws(self, service):
+        import boto3  # on the machine image beside moto
+        return boto3.client(service, endpoint_url=self.moto["endpoint"],
+                            region_name="us-east-1",
+                            aws_access_key_id=self.moto["access_key"],
+                            aws_secret_access_key=self.moto["secret_key"])
+
+    def snapshot_bytes(self, snapshot, size):
+        """An EBS snapshot read back block by block (ListSnapshotBlocks,
+        GetSnapshotBlock): the disk it holds, zeros where no block was written."""
+        ebs = self.aws("ebs")
+        got = bytearray(size)
+        token = None
+        while True:
+            kw = {"SnapshotId": snapshot}
+            if token:
+                kw["NextToken"] = token
+            page = ebs.list_snapshot_blocks(**kw)
+            bs = page["BlockSize"]
+            for b in page["Blocks"]:
+                data = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=b["BlockIndex"],
+                                              BlockToken=b["BlockToken"])["BlockData"].read()
+                at = b["BlockIndex"] * bs
+                if at < size:
+                    got[at:at + len(data)] = data[:size - at]
+            token = page.get("NextToken")
+            if not token:
+                return bytes(got)
+
+    def instances(self, mig):
+        ec2 = self.aws("ec2")
+        out = []
+        for res in ec2.describe_instances(Filters=[
+                {"Name": "tag:xmigrate-migration", "Values": [mig]}])["Reservations"]:
+            out += [i for i in res["Instances"] if i["State"]["Name"] != "terminated"]
+        return out

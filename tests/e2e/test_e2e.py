@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""End to end: migrations run as an operator runs them, start to finish (tests/e2e/rig.py
+says what runs). Per cloud: two source servers with two disks each, auto-approved, reach
+`done`; each VM exists once with the blueprint's subnet and machine type; each image read
+back from the cloud equals its source disk byte for byte.
+
+    test_e2e.py --build BUILD_DIR [--cloud aws] [unittest args]
+
+Needs root (see rig.py). Keeps its work directory when XM_KEEP_TEST_DIRS is set.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rig  # noqa: E402
+
+ARGS = None
+MIB = 1 << 20
+# Not whole chunks or shards, the last byte not zero (rig.make_disk).
+SIZES = [(40 * MIB + 123 * 1024, 28 * MIB + 3 * 512), (36 * MIB + 7 * 512, 26 * MIB + 4096)]
+
+
+def blueprint(sources, machine_type):
+    return {
+        "network": {"name": "e2e", "cidr": "10.50.0.0/16",
+                    "subnets": [{"name": "app", "cidr": "10.50.1.0/24"},
+                                {"name": "web", "cidr": "10.50.2.0/24", "public": True}]},
+        "hosts": [{"host": s.name, "machine_type": machine_type,
+                   "subnet": "web" if i == 0 else "app", "public_ip": i == 0,
+                   "disks": [{"device": loop} for loop in s.loops]}
+                  for i, s in enumerate(sources)],
+        "firewall": [{"protocol": "tcp", "port": 22, "source": "10.0.0.0/8",
+                      "description": "ssh from the office"}],
+    }
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise AssertionError("the end-to-end test needs root (namespaces, loop devices, "
+                                 "mounts); CI runs as root")
+        cls.work = tempfile.mkdtemp(prefix="xm-e2e-")
+        tree = rig.root_tree()
+        base = 100 + os.getpid() % 50 * 2
+        cls.sources = [rig.Source(base + i, cls.work, tree, list(SIZES[i])) for i in range(2)]
+        for s in cls.sources:
+            s.up()
+        cls.rig = rig.Rig(ARGS.build, cls.work, ARGS.cloud, converters=2,
+                          api_ip=cls.sources[0].host_ip)
+        cls.rig.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        r = getattr(cls, "rig", None)
+        if r:
+            r.stop()
+        for s in getattr(cls, "sources", []):
+            s.down()
+        if os.environ.get("XM_KEEP_TEST_DIRS"):
+            print("work directory kept: %s" % cls.work, file=sys.stderr)
+        else:
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    def explain(self, mig):
+        """What an operator would look at when a migration did not end well."""
+        m = self.rig.migration(mig)
+        dead = self.rig.r.xrange("xm:dead")
+        return "migration %s\ndead jobs: %s\nlogs in %s" % (m, dead[-5:], self.work)
+
+    def test_two_servers_two_disks_reach_done(self):
+        machine_type = "t3.small"
+        mig = self.rig.migrate(self.sources, blueprint=blueprint(self.sources, machine_type))
+        # These sources run this machine's kernel in a Debian tree, so pre-flight finds
+        # blockers (drivers missing from the kernel, ...): the migration stops at approval
+        # with them shown, and goes on once the operator overrides each by name.
+        m = self.rig.wait_status(mig, ("awaiting_approval",) + rig.FINAL, 600)
+        self.assertEqual(m["status"], "awaiting_approval", self.explain(mig))
+        blockers = self.rig.blockers(m)
+        self.assertTrue(blockers, "pre-flight found no blocker: %s" % m)
+        self.rig.call("POST", "/v1/migrations/%s/approve" % mig, want=(409,))
+        self.rig.approve(mig, overrides=sorted(b["name"] for b in blockers))
+        m = self.rig.wait_final(mig, 1200)
+        self.assertEqual(m["status"], "done", self.explain(mig))
+
+        r = self.rig.r
+        network = r.hgetall("xm:mig:%s" % mig).get("network")
+        self.assertTrue(network, "the network phase recorded no ids")
+        import json
+        subnets = json.loads(network)["subnets"]
+        instances = self.rig.instances(mig)
+        self.assertEqual(len(instances), 2, "one VM per host, none twice")
+        by_host = {}
+        for inst in instances:
+            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+            by_host.setdefault(tags.get("xmigrate-host"), []).append(inst)
+        for i, s in enumerate(self.sources):
+            self.assertEqual(len(by_host.get(s.name, [])), 1, "host %s: %s" % (s.name, by_host))
+            inst = by_host[s.name][0]
+            self.assertEqual(inst["InstanceType"], machine_type)
+            self.assertEqual(inst["SubnetId"], subnets["web" if i == 0 else "app"])
+            for d, loop in enumerate(s.loops):
+                name = os.path.basename(loop)
+                disk = r.hgetall("xm:disk:%s:%s:%s" % (mig, s.name, name))
+                self.assertTrue(disk.get("image"), "disk %s of %s: %s" % (name, s.name, disk))
+                self.assertEqual(int(disk["bytes_converted"]), s.disk_sizes[d])
+                got = self.rig.snapshot_bytes(disk["image"], s.disk_sizes[d])
+                self.assertTrue(got == s.disk_bytes(d),
+                                "the image of %s:%s differs from the source disk" %
+                                (s.name, name))
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--cloud", default="aws", choices=["aws"])
+    ARGS, rest = ap.parse_known_args()
+    ARGS.build = os.path.abspath(ARGS.build)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
