@@ -311,8 +311,8 @@ static int blueprint_check_types(const json_t *bp, const char *cloud, char path[
         if (!known) {
             snprintf(path, 256, "/hosts/%zu/machine_type", i);
             return err_set(err, ERR_PERMANENT,
-                           "'%s' is not a %s machine type xmigrate knows (the list is in "
-                           "schemas/machine_types.json)",
+                           "'%s' is not among the %s machine types xmigrate knows (the list "
+                           "is in schemas/machine_types.json)",
                            type, cloud);
         }
     }

@@ -49,7 +49,8 @@
 /* Cloud resources a migration created (set of "<kind>:<id>"), listed on cancel. */
 #define XM_MIG_RESOURCES_FMT "xm:mig:%s:resources"
 /* The last prep run of one host (hash: job, dry_run, finished, distribution, backup,
- * changed, findings, diffs; the last three JSON), written by xm-prep. */
+ * changed, findings, diffs; the last three JSON), written by xm-prep; a real run also
+ * replaces the "prep-*" entries of the host's findings (XM_H_FINDINGS). */
 #define XM_PREP_FMT "xm:prep:%s:%s"
 
 /* Credentials: xm:cred:<id> hash (name, kind, fingerprint, created, sealed secret);

@@ -128,7 +128,7 @@ blueprint:
             print("%s  %s  %s  subnet %s  private %s  image %s  host %s" % (
                 inst["InstanceId"], inst["State"]["Name"], inst["InstanceType"],
                 inst["SubnetId"], inst.get("PrivateIpAddress"), inst["ImageId"],
-                tags.get("xmigrate-host")))
+                tags.get("xmigrate:host")))
 
         say("verifying: the cloud's copy of the disk against the source, byte for byte")
         disk = os.path.basename(src.loops[0])

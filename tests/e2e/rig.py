@@ -61,10 +61,11 @@ def run(*argv, **kw):
     return subprocess.run(list(argv), **kw)
 
 
-def make_disk(path, size, seed):
+def make_disk(path, size, seed, random_mib=1):
     """A disk image of size bytes (not a whole number of chunks): an MBR with one
-    partition holding ext4 with files, a random region, zeros, and a last byte that is
-    not zero."""
+    partition holding ext4 with files, random_mib MiB of random bytes at 20 MiB, zeros,
+    and a last byte that is not zero. (Kept small: moto's EBS takes 512-byte blocks, one
+    request each.)"""
     with open(path, "wb") as f:
         f.truncate(size)
     files = path + ".files"
@@ -91,7 +92,7 @@ def make_disk(path, size, seed):
         f.seek(20 << 20)
         block = b"".join(hashlib.sha256(rnd + i.to_bytes(4, "little")).digest()
                          for i in range(1 << 12))  # 128 KiB that do not compress
-        for _ in range(32):
+        for _ in range(8 * random_mib):
             f.write(block)
         f.seek(size - 1)
         f.write(b"\x01")
@@ -258,8 +259,11 @@ class Rig:
         self.spawn("api", [self.bin("api", "xm-api")])
         self.api = xmtest.Client(self.api_port, self.token, host=self.api_ip)
         xmtest.wait_for(self.healthy, 15, "xm-api")
-        workers = [("discovery", "discovery/xm-discovery"), ("network", "network/xm-network"),
-                   ("prep", "prep/xm-prep"), ("clone", "clone/xm-clone"),
+        # Two of each per-host worker whose jobs take long, so two hosts go side by side.
+        workers = [("discovery1", "discovery/xm-discovery"),
+                   ("discovery2", "discovery/xm-discovery"), ("network", "network/xm-network"),
+                   ("prep1", "prep/xm-prep"), ("prep2", "prep/xm-prep"),
+                   ("clone1", "clone/xm-clone"), ("clone2", "clone/xm-clone"),
                    ("import", "import/xm-import")]
         workers += [("convert%d" % i, "../convert/xm-convert")
                     for i in range(1, self.converters + 1)]
@@ -381,6 +385,6 @@ class Rig:
         ec2 = self.aws("ec2")
         out = []
         for res in ec2.describe_instances(Filters=[
-                {"Name": "tag:xmigrate-migration", "Values": [mig]}])["Reservations"]:
+                {"Name": "tag:xmigrate:migration", "Values": [mig]}])["Reservations"]:
             out += [i for i in res["Instances"] if i["State"]["Name"] != "terminated"]
         return out

@@ -97,7 +97,7 @@ class EndToEnd(unittest.TestCase):
         by_host = {}
         for inst in instances:
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-            by_host.setdefault(tags.get("xmigrate-host"), []).append(inst)
+            by_host.setdefault(tags.get("xmigrate:host"), []).append(inst)
         for i, s in enumerate(self.sources):
             self.assertEqual(len(by_host.get(s.name, [])), 1, "host %s: %s" % (s.name, by_host))
             inst = by_host[s.name][0]

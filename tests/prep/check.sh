@@ -23,7 +23,7 @@ rc=$?
 
 work=$(mktemp -d /tmp/xm-prep-check-XXXXXX)
 . "$here/lib.sh"
-trap 'tree_cleanup_all; rm -rf "$work"' EXIT
+trap 'tree_cleanup_all; [ -n "${XM_KEEP_TEST_DIRS:-}" ] || rm -rf "$work"' EXIT
 suite=fixture
 
 # name cloud distribution: files the family's tasks must report (K = the kernel version)

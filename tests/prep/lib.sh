@@ -3,7 +3,7 @@
 # on a prepared Debian tree.
 
 passed=0 failed=0
-loops=() mounts=()
+loops=()
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=False ANSIBLE_HOST_KEY_CHECKING=False
 export ANSIBLE_LOCAL_TEMP=${work:-/tmp}/ansible-local
 
@@ -44,16 +44,19 @@ recap() {
 tree_mount() {
     mkdir -p "$2/up" "$2/work" "$2/m"
     mount -t overlay overlay -o "lowerdir=$1,upperdir=$2/up,workdir=$2/work" "$2/m" || return 1
-    mounts+=("$2/m")
     [ -z "${3:-}" ] || cp -a "$3/." "$2/m/"
     echo "$2/m"
 }
 
 tree_umount() { umount "$1" 2>/dev/null; }
 
+# Unmount every overlay under $work (tree_mount runs in command substitutions, so the
+# mount table, not a shell variable, says what is mounted) and detach the loop devices.
 tree_cleanup_all() {
     local m l
-    for m in "${mounts[@]}"; do umount "$m" 2>/dev/null; done
+    for m in $(awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
+        umount "$m" 2>/dev/null
+    done
     for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null; done
 }
 

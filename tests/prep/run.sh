@@ -35,7 +35,7 @@ rc=$?
 
 . "$here/lib.sh"
 work=$(mktemp -d /tmp/xm-prep-XXXXXX)
-trap 'tree_cleanup_all; rm -rf "$work"' EXIT
+trap 'tree_cleanup_all; [ -n "${XM_KEEP_TEST_DIRS:-}" ] || rm -rf "$work"' EXIT
 
 # The data disk: a small real ext4 file system, so blkid has a UUID to give.
 truncate -s 8M "$work/data.img"

@@ -176,12 +176,31 @@ static void test_messages(void **state)
 
     /* An unsupported distribution names the supported ones. */
     json_object_set_new(json_object_get(rec, "os"), "distribution", json_string("Debian"));
-    json_object_set_new(json_object_get(rec, "os"), "version", json_string("12.11"));
+    json_object_set_new(json_object_get(rec, "os"), "version", json_string("10.13"));
+    json_object_set_new(json_object_get(rec, "os"), "major", json_string("10"));
     f = rules_run("web3", "gcp", DISCOVERY_OK, NULL, rec);
     msg = json_string_value(json_object_get(json_array_get(f, 0), "message"));
-    assert_non_null(strstr(msg, "Debian 12.11 is not supported on gcp (supported: RHEL 7, RHEL 8, "
-                                "CentOS 7, Ubuntu 16.04, Ubuntu 18.04, Ubuntu 20.04)"));
+    assert_non_null(strstr(msg, "Debian 10.13 is not supported on gcp (supported: RHEL 7, RHEL 8, "
+                                "RHEL 9, CentOS 7, "));
+    assert_non_null(strstr(msg, "Ubuntu 24.04, Debian 11, Debian 12): upgrade or rebuild"));
     json_decref(f);
+    /* ...and the versions prep supports beyond the matrix pass. */
+    static const char *const more[][3] = {
+        {"Debian", "12.11", "12"}, {"Rocky", "9.3", "9"}, {"Ubuntu", "22.04", "22"}};
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        json_object_set_new(json_object_get(rec, "os"), "distribution", json_string(more[i][0]));
+        json_object_set_new(json_object_get(rec, "os"), "version", json_string(more[i][1]));
+        json_object_set_new(json_object_get(rec, "os"), "major", json_string(more[i][2]));
+        f = rules_run("web3", "gcp", DISCOVERY_OK, NULL, rec);
+        size_t k;
+        json_t *one;
+        json_array_foreach(f, k, one)
+        {
+            assert_string_not_equal(json_string_value(json_object_get(one, "rule")),
+                                    "os_supported");
+        }
+        json_decref(f);
+    }
     json_decref(rec);
 }
 
@@ -238,8 +257,10 @@ static void test_normalize_refuses(void **state)
     int found = 0;
     size_t i;
     json_t *one;
-    json_array_foreach(f, i, one) found |=
-        strcmp(json_string_value(json_object_get(one, "rule")), "disk_limits") == 0;
+    json_array_foreach(f, i, one)
+    {
+        found |= strcmp(json_string_value(json_object_get(one, "rule")), "disk_limits") == 0;
+    }
     assert_true(found);
     json_decref(f);
     json_decref(rec);

@@ -9,7 +9,8 @@
  * and record the outcome: discovered, unreachable (with Ansible's message) or failed.
  * A host that cannot be discovered is an outcome, not a failed job, so one bad host
  * never holds the group back; its "discovered" blocker says what to do. Only trouble
- * of xmigrate's own (Redis, a missing playbook) fails the job.
+ * of xmigrate's own (Redis, ansible-playbook not installed, a transient failure before
+ * the last attempt) fails or retries the job.
  *
  * Each host job hands off one migration-level job (host "-", payload {"summary":
  * true}); the runtime enqueues it only for the member that ends the group. It reads
@@ -213,10 +214,12 @@ static int discover(struct worker *w, const struct job *job, const struct mig_in
     if (ansible_run(playbook, &t, vars, ctx, &ar, &aerr) < 0) {
         if (ar.unreachable) {
             set_outcome(o, DISCOVERY_UNREACHABLE, ar.message[0] ? ar.message : aerr.msg);
-        } else if (aerr.kind == ERR_TRANSIENT || ar.exit_code == 127) {
-            *err = aerr; /* could not run Ansible here: retry, or fail the job */
+        } else if (ar.exit_code == 127 ||
+                   (aerr.kind == ERR_TRANSIENT && job->attempt < xm_config.max_attempts)) {
+            *err = aerr; /* Ansible missing here (fails the job), or worth another try */
             goto out;
         } else {
+            /* A task failed, or the last attempt: the host's outcome, so the others go on. */
             set_outcome(o, DISCOVERY_FAILED, aerr.msg);
         }
         rc = 0;
@@ -246,6 +249,28 @@ out:
     json_decref(ssh);
     freeReplyObject(h);
     return rc;
+}
+
+/* Append to findings the host's findings of its last prep run (rule "prep-*"): a new
+ * discovery replaces only its own. 0, or -1 with err when Redis failed. */
+static int keep_prep_findings(struct redisContext *c, const char *hkey, json_t *findings,
+                              struct err *err)
+{
+    redisReply *r = conn_cmd(c, err, 3, (const char *[]){"HGET", hkey, XM_H_FINDINGS});
+    if (!r)
+        return -1;
+    json_t *old = r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
+    freeReplyObject(r);
+    size_t i;
+    json_t *f;
+    json_array_foreach(old, i, f)
+    {
+        const char *rule = json_string_value(json_object_get(f, "rule"));
+        if (rule && strncmp(rule, "prep-", 5) == 0)
+            json_array_append(findings, f);
+    }
+    json_decref(old);
+    return 0;
 }
 
 /* What GET /v1/migrations/{id} shows of a discovered host. */
@@ -280,6 +305,10 @@ static int handle_host(struct worker *w, const struct job *job, struct job_resul
     snprintf(hkey, sizeof(hkey), XM_HOST_FMT, m.id, job->host);
     snprintf(rkey, sizeof(rkey), XM_HOST_RECORD_FMT, m.id, job->host);
     json_t *findings = rules_run(job->host, m.cloud, o.status, o.reason, o.record);
+    if (keep_prep_findings(worker_redis(w), hkey, findings, err) < 0) {
+        json_decref(findings);
+        goto out;
+    }
     int blockers, warnings;
     rules_count(findings, &blockers, &warnings);
     findings_text = json_dumps(findings, JSON_COMPACT);
@@ -293,6 +322,12 @@ static int handle_host(struct worker *w, const struct job *job, struct job_resul
             goto out;
         freeReplyObject(r);
         summary = summary_of(o.record);
+    } else {
+        /* Not discovered this time: a record from an earlier run no longer holds. */
+        redisReply *r = conn_cmd(worker_redis(w), err, 2, (const char *[]){"DEL", rkey});
+        if (!r)
+            goto out;
+        freeReplyObject(r);
     }
     job_result_hset(res, hkey, XM_H_DISCOVERY, o.status);
     job_result_hset(res, hkey, XM_H_DISCOVERY_ERROR, o.reason);
@@ -452,6 +487,7 @@ int main(void)
         .name = "xm-discovery",
         .phase = "discovery",
         .handle = discovery_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     int rc = worker_main(&ops);
     jsonschema_set_free(g_schemas);

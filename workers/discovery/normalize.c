@@ -170,8 +170,11 @@ static const char *disk_of(const json_t *disks, const char *dev)
     {
         if (strcmp(str(d, "device"), dev) == 0)
             return str(d, "name");
-        json_array_foreach(json_object_get(d, "partitions"), j,
-                           p) if (strcmp(str(p, "device"), dev) == 0) return str(d, "name");
+        json_array_foreach(json_object_get(d, "partitions"), j, p)
+        {
+            if (strcmp(str(p, "device"), dev) == 0)
+                return str(d, "name");
+        }
     }
     return NULL;
 }
@@ -180,7 +183,11 @@ static void add_unique(json_t *arr, const char *s)
 {
     size_t i;
     const json_t *v;
-    json_array_foreach(arr, i, v) if (strcmp(json_string_value(v), s) == 0) return;
+    json_array_foreach(arr, i, v)
+    {
+        if (strcmp(json_string_value(v), s) == 0)
+            return;
+    }
     json_array_append_new(arr, json_string(s));
 }
 
@@ -326,8 +333,11 @@ static void mark_boot(json_t *disk_list, const json_t *lv_data, const json_t *mo
         const char *disk = disk_of(disk_list, dev);
         char vg[128], lv[128];
         json_t *d;
-        json_array_foreach(disk_list, j, d) if (disk && strcmp(str(d, "name"), disk) == 0)
-            json_object_set_new(d, "boot", json_true());
+        json_array_foreach(disk_list, j, d)
+        {
+            if (disk && strcmp(str(d, "name"), disk) == 0)
+                json_object_set_new(d, "boot", json_true());
+        }
         if (disk || lv_path(dev, vg, lv, sizeof(vg)) < 0)
             continue;
         const json_t *g;
@@ -337,9 +347,14 @@ static void mark_boot(json_t *disk_list, const json_t *lv_data, const json_t *mo
                 continue;
             size_t k, x;
             const json_t *on;
-            json_array_foreach(json_object_get(g, "disks"), k, on) json_array_foreach(
-                disk_list, x, d) if (strcmp(str(d, "name"), json_string_value(on)) == 0)
-                json_object_set_new(d, "boot", json_true());
+            json_array_foreach(json_object_get(g, "disks"), k, on)
+            {
+                json_array_foreach(disk_list, x, d)
+                {
+                    if (strcmp(str(d, "name"), json_string_value(on)) == 0)
+                        json_object_set_new(d, "boot", json_true());
+                }
+            }
         }
     }
 }
@@ -459,7 +474,9 @@ static json_t *nics(const json_t *facts, const json_t *a, json_t *pub)
         size_t j;
         const json_t *s;
         json_array_foreach(json_object_get(f, "ipv4_secondaries"), j, s)
+        {
             add_address(addrs, pub, str(s, "address"), json_object_get(s, "prefix"));
+        }
         const char *how = json_array_size(addrs) ? addressing(lines, name) : "none";
         json_t *o =
             json_pack("{s:s, s:o, s:s}", "name", name, "addresses", addrs, "addressing", how);
@@ -600,8 +617,10 @@ static json_t *listening(const json_t *facts)
         int dup = 0;
         size_t j;
         const json_t *o;
-        json_array_foreach(out, j, o) dup |=
-            num(json_object_get(o, "port")) == port && strcmp(str(o, "address"), addr) == 0;
+        json_array_foreach(out, j, o)
+        {
+            dup |= num(json_object_get(o, "port")) == port && strcmp(str(o, "address"), addr) == 0;
+        }
         if (dup)
             continue;
         json_t *o2 = json_pack("{s:i, s:s}", "port", (int)port, "address", addr);
@@ -694,10 +713,11 @@ json_t *normalize_host(const char *host, const json_t *facts, struct err *err)
     json_t *dns = json_array();
     size_t i;
     const json_t *ns;
-    json_array_foreach(json_object_get(json_object_get(a, "dns"), "nameservers"), i,
-                       ns) if (json_is_string(ns) && json_array_size(dns) < 16 &&
-                               json_string_length(ns) < 64)
-        json_array_append_new(dns, json_string(json_string_value(ns)));
+    json_array_foreach(json_object_get(json_object_get(a, "dns"), "nameservers"), i, ns)
+    {
+        if (json_is_string(ns) && json_array_size(dns) < 16 && json_string_length(ns) < 64)
+            json_array_append_new(dns, json_string(json_string_value(ns)));
+    }
     json_object_set_new(rec, "dns", dns);
     json_object_set_new(rec, "fstab_by_device", fstab_by_device(facts));
     json_object_set_new(rec, "initramfs", initramfs(facts));

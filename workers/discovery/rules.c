@@ -9,14 +9,22 @@
 
 /* ---------------------------------------------------------------- data */
 
-/* Operating systems prep can make bootable in every cloud. Matched on Ansible's
- * distribution and its major version, or its full version where given. */
+/* Operating systems prep can make bootable in every cloud: the issue's matrix (RHEL 7/8,
+ * CentOS 7, Ubuntu 16.04/18.04/20.04) and what else playbooks/prep/plan.yml accepts.
+ * Matched on Ansible's distribution and its major version, or its full version where
+ * given. */
 static const struct os_support {
     const char *distribution, *major, *version, *label;
 } supported_os[] = {
     {"RedHat", "7", NULL, "RHEL 7"},           {"RedHat", "8", NULL, "RHEL 8"},
-    {"CentOS", "7", NULL, "CentOS 7"},         {"Ubuntu", NULL, "16.04", "Ubuntu 16.04"},
-    {"Ubuntu", NULL, "18.04", "Ubuntu 18.04"}, {"Ubuntu", NULL, "20.04", "Ubuntu 20.04"},
+    {"RedHat", "9", NULL, "RHEL 9"},           {"CentOS", "7", NULL, "CentOS 7"},
+    {"CentOS", "8", NULL, "CentOS 8"},         {"CentOS", "9", NULL, "CentOS Stream 9"},
+    {"Rocky", "8", NULL, "Rocky 8"},           {"Rocky", "9", NULL, "Rocky 9"},
+    {"AlmaLinux", "8", NULL, "AlmaLinux 8"},   {"AlmaLinux", "9", NULL, "AlmaLinux 9"},
+    {"Ubuntu", NULL, "16.04", "Ubuntu 16.04"}, {"Ubuntu", NULL, "18.04", "Ubuntu 18.04"},
+    {"Ubuntu", NULL, "20.04", "Ubuntu 20.04"}, {"Ubuntu", NULL, "22.04", "Ubuntu 22.04"},
+    {"Ubuntu", NULL, "24.04", "Ubuntu 24.04"}, {"Debian", "11", NULL, "Debian 11"},
+    {"Debian", "12", NULL, "Debian 12"},
 };
 
 /* Architectures each cloud's import path takes. */
@@ -154,7 +162,11 @@ static const json_t *boot_disk(const json_t *rec)
     const json_t *disks = json_object_get(rec, "disks");
     size_t i;
     const json_t *d;
-    json_array_foreach(disks, i, d) if (json_is_true(json_object_get(d, "boot"))) return d;
+    json_array_foreach(disks, i, d)
+    {
+        if (json_is_true(json_object_get(d, "boot")))
+            return d;
+    }
     return json_array_get(disks, 0);
 }
 
@@ -162,7 +174,11 @@ static int has_string(const json_t *arr, const char *s)
 {
     size_t i;
     const json_t *v;
-    json_array_foreach(arr, i, v) if (strcmp(json_string_value(v), s) == 0) return 1;
+    json_array_foreach(arr, i, v)
+    {
+        if (strcmp(json_string_value(v), s) == 0)
+            return 1;
+    }
     return 0;
 }
 
@@ -183,7 +199,7 @@ static void check_os(const struct ctx *c, struct verdict *v)
     const json_t *os = json_object_get(c->rec, "os");
     const char *dist = s_of(os, "distribution"), *major = s_of(os, "major"),
                *version = s_of(os, "version");
-    char list[256] = "";
+    char list[512] = "";
     for (size_t i = 0; i < sizeof(supported_os) / sizeof(supported_os[0]); i++) {
         const struct os_support *s = &supported_os[i];
         if (strcmp(s->distribution, dist) == 0 &&
@@ -288,7 +304,7 @@ static void check_lvm_span(const struct ctx *c, struct verdict *v)
         const json_t *on = json_object_get(g, "disks");
         if (json_array_size(on) < 2)
             continue;
-        char list[256] = "";
+        char list[512] = "";
         size_t j;
         const json_t *d;
         json_array_foreach(on, j, d)
@@ -308,10 +324,12 @@ static void check_fstab(const struct ctx *c, struct verdict *v)
     size_t i;
     const json_t *e;
     json_array_foreach(json_object_get(c->rec, "fstab_by_device"), i, e)
+    {
         add(v, SEV_WARNING,
             "/etc/fstab mounts %s by its device name %s, which changes in the cloud: prep "
             "rewrites it to UUID=",
             s_of(e, "mount"), s_of(e, "device"));
+    }
 }
 
 static void check_addressing(const struct ctx *c, struct verdict *v)

@@ -44,12 +44,14 @@ static size_t collect(const json_t *records, struct block *out)
         size_t i, j;
         const json_t *nic, *a;
         json_array_foreach(json_object_get(rec, "nics"), i, nic)
-            json_array_foreach(json_object_get(nic, "addresses"), j, a)
         {
-            uint32_t addr;
-            if (n < sizeof(all) / sizeof(all[0]) &&
-                block_of(json_string_value(a), &all[n], &addr) == 0)
-                n++;
+            json_array_foreach(json_object_get(nic, "addresses"), j, a)
+            {
+                uint32_t addr;
+                if (n < sizeof(all) / sizeof(all[0]) &&
+                    block_of(json_string_value(a), &all[n], &addr) == 0)
+                    n++;
+            }
         }
     }
     for (int len = 16; len <= 28; len++)
@@ -220,8 +222,11 @@ json_t *suggest_blueprint(const char *mig, const char *cloud, const json_t *host
         json_t *disks = json_array();
         size_t j;
         const json_t *d;
-        json_array_foreach(json_object_get(rec, "disks"), j, d) json_array_append_new(
-            disks, json_pack("{s:O}", "device", json_object_get(d, "device")));
+        json_array_foreach(json_object_get(rec, "disks"), j, d)
+        {
+            json_array_append_new(disks,
+                                  json_pack("{s:O}", "device", json_object_get(d, "device")));
+        }
         if (json_array_size(disks))
             json_object_set_new(o, "disks", disks);
         else

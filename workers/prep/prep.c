@@ -260,6 +260,7 @@ int main(void)
         .name = "xm-prep",
         .phase = "prep",
         .handle = prep_handle,
+        .batch = 1, /* long jobs: leave the rest for idle workers */
     };
     return worker_main(&ops);
 }

@@ -900,6 +900,24 @@ class ApiTest(Base):
         self.assertEqual(X.client.delete("/v1/migrations/" + mig).status, 200)
         self.assertError(X.client.post(base % ("h2", "prep")), 409, "conflict")
 
+    def test_host_prep_result(self):
+        """GET .../hosts/{host}/prep: xm:prep:<id>:<host> as xm-prep writes it."""
+        mig = create_mig(("h1",))
+        path = "/v1/migrations/%s/hosts/%%s/prep" % mig
+        self.assertError(X.client.get(path % "h1"), 404, "not_found")  # no run yet
+        self.assertError(X.client.get(path % "nohost"), 404, "not_found")
+        diff = [{"path": "/etc/fstab", "diff": [{"before": "a\n", "after": "b\n"}]}]
+        X.redis("HSET", "xm:prep:%s:h1" % mig, "job", "j1", "dry_run", "true",
+                "finished", "1700000000000", "distribution", "Debian 12",
+                "backup", "/var/lib/xmigrate/backup/" + mig, "changed", '["/etc/fstab"]',
+                "findings", '[{"rule":"prep-agent","message":"m"}]', "diffs", json.dumps(diff))
+        r = X.client.get(path % "h1")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((r.json["migration"], r.json["host"], r.json["job"], r.json["dry_run"],
+                          r.json["finished"], r.json["changed"], r.json["diffs"]),
+                         (mig, "h1", "j1", True, 1700000000000, ["/etc/fstab"], diff))
+        self.assertEqual(r.json["findings"][0]["rule"], "prep-agent")
+
     # ---- discovery callback
 
     def test_discovery_callback(self):

@@ -203,9 +203,13 @@ class DiscoveryTest(unittest.TestCase):
             self.assertEqual(h["summary"]["kernel"], os.uname().release)
             names = {f["name"]: f for f in h["findings"]}
             self.assertEqual(names["%s/static_addressing" % name]["severity"], "warning")
-            supported = (rel["ID"], rel["VERSION_ID"]) in {
-                ("rhel", "7"), ("rhel", "8"), ("centos", "7"), ("ubuntu", "16.04"),
-                ("ubuntu", "18.04"), ("ubuntu", "20.04")}
+            # workers/discovery/rules.c's table, as os-release names them
+            major = rel["VERSION_ID"].split(".")[0]
+            supported = ((rel["ID"] in ("rhel", "centos") and major in ("7", "8", "9"))
+                         or (rel["ID"] in ("rocky", "almalinux") and major in ("8", "9"))
+                         or (rel["ID"] == "ubuntu" and rel["VERSION_ID"] in (
+                             "16.04", "18.04", "20.04", "22.04", "24.04"))
+                         or (rel["ID"] == "debian" and major in ("11", "12")))
             self.assertEqual("%s/os_supported" % name in names, not supported, names)
             # The raw facts are kept for support.
             raw = json.loads(self.r("GET", "xm:facts:%s:%s" % (mig, name)))
@@ -247,21 +251,29 @@ class DiscoveryTest(unittest.TestCase):
         path = "/v1/migrations/%s/approve" % mig
         r = self.client.post(path)
         self.assertEqual(r.status, 409, r)
+        with open(os.path.join(self.work, "approve-refused.json"), "w") as f:
+            json.dump({"blueprint": bp, "approve": r.json}, f, indent=2)
         for b in blockers:
             self.assertIn(b, r.json["error"]["message"])
-        r = self.client.post(path + "?override=" + ",".join(blockers[1:]))
-        self.assertEqual(r.status, 409, r)
-        self.assertIn(blockers[0], r.json["error"]["message"])
+        if len(blockers) > 1:  # overriding all but one is not enough
+            r = self.client.post(path + "?override=" + ",".join(blockers[1:]))
+            self.assertEqual(r.status, 409, r)
+            self.assertIn(blockers[0], r.json["error"]["message"])
+            self.assertNotIn(blockers[1], r.json["error"]["message"])
         r = self.client.post(path + "?override=web1/no_such_rule")
         self.assertEqual(r.status, 400, r)
         r = self.client.post(path + "?override=a;b")
         self.assertEqual(r.status, 400, r)
         self.assertEqual(self.r("XLEN", "xm:q:network"), 0)
-        r = self.client.post(path + "?override=" + ",".join(blockers))
+        # dead1's blocker by its name, web1's and web2's by rule name (every host).
+        rules = sorted({b.split("/")[1] for b in blockers if not b.startswith("dead1/")})
+        override = ",".join(["dead1/discovered"] + rules)
+        r = self.client.post(path + "?override=" + override)
         self.assertEqual((r.status, r.json), (202, {"id": mig, "status": "approved"}), r)
         self.assertEqual(self.r("XLEN", "xm:q:network"), 1)
         m = self.client.get("/v1/migrations/" + mig).json
-        self.assertEqual(sorted(m["overrides"]), sorted(blockers))
+        self.assertEqual(m["overrides"], override.split(","))
+        self.assertEqual(m["approved_by"], "ops")
 
     def test_b_tampered_address_never_reaches_an_inventory(self):
         m = self.settled(self.tampered)
@@ -301,6 +313,53 @@ class DiscoveryTest(unittest.TestCase):
         self.assertEqual(m["status"], "awaiting_approval", m)
         self.assertEqual(m["hosts"][0]["discovery"], "unreachable")
         self.assertNotIn("approved_by", m)
+
+
+    def test_e_blueprint_validation(self):
+        # Nothing listens on these ports: discovery finds both unreachable, quickly, and
+        # no packet leaves this machine.
+        mig = self.create("bp", [("h1", "127.0.0.1", xmtest.free_port(), 0),
+                                 ("h2", "127.0.0.1", xmtest.free_port(), 0)])
+        good = {"network": {"name": "n", "cidr": "10.8.0.0/16", "subnets": [
+                    {"name": "a", "cidr": "10.8.1.0/24"}, {"name": "b", "cidr": "10.8.2.0/24"}]},
+                "hosts": [{"host": "h1", "machine_type": "t3.medium", "subnet": "a"},
+                          {"host": "h2", "machine_type": "m5.4xlarge", "subnet": "b"}]}
+        path = "/v1/migrations/%s/blueprint" % mig
+        self.assertEqual(self.client.put(path, good).status, 200)
+
+        def changed(fn):
+            bp = json.loads(json.dumps(good))
+            fn(bp)
+            return bp
+        cases = [
+            ("unknown type", lambda b: b["hosts"][1].update(machine_type="t9.huge"),
+             "/hosts/1/machine_type"),
+            ("another cloud's type", lambda b: b["hosts"][0].update(machine_type="e2-medium"),
+             "/hosts/0/machine_type"),
+            ("overlap", lambda b: b["network"]["subnets"][1].update(cidr="10.8.1.128/25"),
+             "/network/subnets/1/cidr"),
+            ("outside the network", lambda b: b["network"]["subnets"][0].update(
+                cidr="10.9.1.0/24"), "/network/subnets/0/cidr"),
+            ("a host not placed", lambda b: b["hosts"].pop(), "/hosts"),
+        ]
+        for what, fn, want in cases:
+            with self.subTest(what):
+                r = self.client.put(path, changed(fn))
+                self.assertEqual((r.status, r.json["error"]["path"]), (400, want), r)
+        self.assertEqual(self.client.get(path).json, good)  # unchanged by the refusals
+        # Discovery ending does not replace the operator's blueprint with a suggestion.
+        self.assertEqual(self.settled(mig)["status"], "awaiting_approval")
+        self.assertEqual(self.client.get(path).json, good)
+        # The same check on a blueprint given at creation (an Azure type on AWS).
+        bad = changed(lambda b: b["hosts"][0].update(machine_type="Standard_B2s"))
+        r = self.client.post("/v1/migrations", {
+            "name": "bp2", "cloud": "aws", "region": "us-east-1", "credential": self.aws,
+            "hosts": [{"name": "h1", "address": "10.0.0.1", "credential": self.ssh[0]},
+                      {"name": "h2", "address": "10.0.0.2", "credential": self.ssh[0]}],
+            "blueprint": bad})
+        self.assertEqual((r.status, r.json["error"]["path"]),
+                         (400, "/blueprint/hosts/0/machine_type"), r)
+        self.assertIn("'Standard_B2s' is not among the aws machine types", r.json["error"]["message"])
 
 
 def main():
