@@ -68,8 +68,8 @@ struct vm_launch_spec {
     const char *boot_image; /* what convert produced: AWS snapshot id, Azure blob URL, gs:// */
     const char *const *data_images; /* the other disks' images, in disk order */
     size_t n_data_images;
-    const char *arch;       /* "x86_64" or "arm64" */
-    const char *boot_mode;  /* "legacy-bios" or "uefi" */
+    const char *arch;      /* "x86_64" or "arm64" */
+    const char *boot_mode; /* "legacy-bios" or "uefi" */
     const char *machine_type;
     const char *subnet_id;
     const char *firewall_id;
@@ -156,8 +156,8 @@ struct provider_ops {
      */
     const char *image_format;
     int (*image_begin)(struct provider *p, const char *migration, const char *host,
-                       const char *disk, unsigned long long fixed_size,
-                       char ref[PROVIDER_REF_MAX], struct err *err);
+                       const char *disk, unsigned long long fixed_size, char ref[PROVIDER_REF_MAX],
+                       struct err *err);
     int (*image_write)(struct provider *p, const char *ref, unsigned long long off, const void *buf,
                        size_t len, struct err *err);
     int (*image_put_piece)(struct provider *p, const char *ref, size_t i, const void *buf,

@@ -47,7 +47,7 @@ struct config {
     long long api_token_cache_ms;
     char *schemas_dir;
     /* clouds */
-    char *aws_endpoint; /* one base URL for every AWS service (tests: moto); empty: AWS */
+    char *aws_endpoint;         /* one base URL for every AWS service (tests: moto); empty: AWS */
     char *azure_login_endpoint; /* Entra ID; empty: the real one */
     char *azure_arm_endpoint;   /* Resource Manager; empty: the real one */
     char *azure_blob_endpoint;  /* blob service incl. account; empty: <account>.blob... */
@@ -59,8 +59,8 @@ struct config {
     /* Ansible phases */
     char *playbooks_dir;
     long long convert_shard_mb; /* disk MiB per convert shard */
-    char *agent_path;    /* the static xm-agent binary copied to sources */
-    char *agent_api_url; /* how a source server reaches xm-api */
+    char *agent_path;           /* the static xm-agent binary copied to sources */
+    char *agent_api_url;        /* how a source server reaches xm-api */
     /* how workers reach xm-api (discovery callback), and how long discovery waits for
      * a host's facts to arrive there */
     char *api_url;
