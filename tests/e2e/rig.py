@@ -15,6 +15,7 @@ library only, plus boto3 (on the machine image beside moto) to read the result b
 """
 
 import atexit
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -364,22 +365,28 @@ class Rig:
         GetSnapshotBlock): the disk it holds, zeros where no block was written."""
         ebs = self.aws("ebs")
         got = bytearray(size)
-        token = None
+        blocks, token, bs = [], None, 0
         while True:
             kw = {"SnapshotId": snapshot}
             if token:
                 kw["NextToken"] = token
             page = ebs.list_snapshot_blocks(**kw)
             bs = page["BlockSize"]
-            for b in page["Blocks"]:
-                data = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=b["BlockIndex"],
-                                              BlockToken=b["BlockToken"])["BlockData"].read()
-                at = b["BlockIndex"] * bs
-                if at < size:
-                    got[at:at + len(data)] = data[:size - at]
+            blocks += page["Blocks"]
             token = page.get("NextToken")
             if not token:
-                return bytes(got)
+                break
+
+        def fetch(b):
+            data = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=b["BlockIndex"],
+                                          BlockToken=b["BlockToken"])["BlockData"].read()
+            at = b["BlockIndex"] * bs
+            if at < size:
+                got[at:at + len(data)] = data[:size - at]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(fetch, blocks))
+        return bytes(got)
 
     def instances(self, mig):
         ec2 = self.aws("ec2")
