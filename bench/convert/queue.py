@@ -97,7 +97,7 @@ def main():
         key = sa_key(os.path.join(work, "sa.json"))
         fake = subprocess.Popen(["python3", os.path.join(TOP, "tests", "fakes", "gcp.py"),
                                  "--listen", "0", "--key-file", os.path.join(work, "sa.json"),
-                                 "--no-crc32c"],
+                                 "--no-hashes"],
                                 stdout=subprocess.PIPE, stderr=open(os.path.join(work, "fake.log"),
                                                                     "w"), text=True)
         procs.append(fake)

@@ -238,7 +238,7 @@ static int gcp_image_put_piece(struct provider *p, const char *ref, size_t i, co
                                size_t len, struct err *err)
 {
     char bucket[64], name[PROVIDER_REF_MAX + 32];
-    const char *object;
+    const char *object = NULL;
     if (split_ref(ref, bucket, &object, err) < 0)
         return -1;
     piece_name(name, sizeof(name), object, i);
@@ -270,7 +270,7 @@ static int gcp_image_finish(struct provider *p, const char *ref, size_t npieces,
                             char image[PROVIDER_REF_MAX], struct err *err)
 {
     char bucket[64];
-    const char *object;
+    const char *object = NULL;
     if (split_ref(ref, bucket, &object, err) < 0)
         return -1;
     char *prefix = xasprintf("%s.piece/", object);

@@ -244,7 +244,7 @@ static void load_case(const char *root, const char *name, struct suite_case *c)
         fail_msg("case '%s': context.json: %s", name, jerr.text);
     free(path);
 
-    size_t len;
+    size_t len = 0;
     path = xasprintf("%s/request.txt", c->dir);
     char *text = slurp(path, &len);
     if (!text)
