@@ -15,9 +15,7 @@ The bench stands in for xm-clone's part in handing the agent its callback token:
 stores a token of its own as the migration's (the clone phase's only job here).
 """
 import argparse
-import base64
 import hashlib
-import http.client
 import json
 import os
 import secrets
@@ -27,59 +25,31 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
+import urllib.error
+import urllib.request
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "integration", "api"))
+sys.path.insert(0, os.path.join(TOP, "tests", "support"))
+import gcp_token  # noqa: E402
 import xmtest  # noqa: E402
 
 PROJECT = "xm-bench-proj"
 EMAIL = "xmigrate@%s.iam.gserviceaccount.com" % PROJECT
 
 
-def sa_key(path):
-    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
-                          "rsa_keygen_bits:2048"], check=True, capture_output=True,
-                         text=True).stdout
-    key = {"type": "service_account", "project_id": PROJECT,
-           "private_key_id": secrets.token_hex(20), "private_key": pem,
-           "client_email": EMAIL, "client_id": "100000000000000000042"}
-    with open(path, "w") as f:
-        json.dump(key, f)
-    os.chmod(path, 0o600)
-    return key
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=")
-
-
 def make_bucket(endpoint, key, name):
-    """The chunk bucket, as xm-clone's storage_ensure makes it before the agent runs:
-    a service-account JWT for a token, then a bucket insert."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
-    pk = serialization.load_pem_private_key(key["private_key"].encode(), None)
-    now = int(time.time())
-    head = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": key["private_key_id"]}).encode())
-    claims = b64(json.dumps({"iss": EMAIL, "aud": endpoint + "/token", "iat": now,
-                             "exp": now + 3600, "scope":
-                             "https://www.googleapis.com/auth/devstorage.full_control"}).encode())
-    signing = head + b"." + claims
-    jwt = signing + b"." + b64(pk.sign(signing, padding.PKCS1v15(), hashes.SHA256()))
-    host, port = endpoint.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", "/token", urllib.parse.urlencode({
-        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jwt}),
-        {"Content-Type": "application/x-www-form-urlencoded"})
-    tok = json.loads(conn.getresponse().read())["access_token"]
-    conn.request("POST", "/storage/v1/b?project=" + PROJECT,
-                 json.dumps({"name": name, "location": "US-CENTRAL1"}),
-                 {"Authorization": "Bearer " + tok, "Content-Type": "application/json"})
-    resp = conn.getresponse()
-    body = resp.read()
-    if resp.status not in (200, 409):
-        raise SystemExit("bucket insert: HTTP %d %s" % (resp.status, body[:300]))
+    """The chunk bucket, as xm-clone's storage_ensure makes it before the agent runs."""
+    req = urllib.request.Request(
+        endpoint + "/storage/v1/b?project=" + PROJECT,
+        data=json.dumps({"name": name, "location": "US-CENTRAL1"}).encode(),
+        headers={"Authorization": "Bearer " + gcp_token.token(key, gcp_token.STORAGE_SCOPE),
+                 "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30).read()
+    except urllib.error.HTTPError as e:
+        if e.code != 409:
+            raise SystemExit("bucket insert: HTTP %d %s" % (e.code, e.read()[:300]))
 
 
 def main():
@@ -94,7 +64,7 @@ def main():
     work = tempfile.mkdtemp(prefix="xm-bench-convq-")
     procs = []
     try:
-        key = sa_key(os.path.join(work, "sa.json"))
+        key = gcp_token.new_key(os.path.join(work, "sa.json"), PROJECT, EMAIL)
         fake = subprocess.Popen(["python3", os.path.join(TOP, "tests", "fakes", "gcp.py"),
                                  "--listen", "0", "--key-file", os.path.join(work, "sa.json"),
                                  "--no-hashes"],

@@ -5,7 +5,7 @@ xmctl, and verified byte for byte at the end.
 
     demo.py --build BUILD_DIR [--cloud aws] [--keep]
 
-It starts Redis, moto_server, xm-api and one of each worker on local addresses
+It starts Redis, the emulated cloud, xm-api and one of each worker on local addresses
 (tests/e2e/rig.py), makes a source server (a network namespace with sshd, a Debian 12
 root tree, a loop disk with a real ext4 filesystem and files), then:
   xmctl credentials add, xmctl migrate create -f migration.yaml, xmctl status (the
@@ -36,7 +36,7 @@ def say(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", required=True)
-    ap.add_argument("--cloud", default="aws", choices=["aws"])
+    ap.add_argument("--cloud", default="aws", choices=["aws", "azure", "gcp"])
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -52,7 +52,7 @@ def main():
         src = rig.Source(230 + os.getpid() % 20, work, tree, [96 * MIB + 77 * 512])
         src.up()
         print("source %s at %s, disk %s" % (src.name, src.address, src.loops[0]))
-        say("starting Redis, emulated %s, xm-api and the workers" % args.cloud)
+        say("starting Redis, the emulated %s cloud, xm-api and the workers" % args.cloud)
         r = rig.Rig(build, work, args.cloud, converters=2, api_ip=src.host_ip)
         r.start()
         env = dict(os.environ, XMCTL_API="http://%s:%d" % (r.api_ip, r.api_port),
@@ -70,9 +70,8 @@ def main():
             return p
 
         say("storing the credentials (secrets from stdin, never on a command line)")
-        xmctl("credentials", "add", "--name", "demo-aws", "--kind", "aws", "--secret-file", "-",
-              stdin=json.dumps({"access_key_id": r.moto["access_key"],
-                                "secret_access_key": r.moto["secret_key"]}))
+        xmctl("credentials", "add", "--name", "demo-cloud", "--kind", args.cloud,
+              "--secret-file", "-", stdin=json.dumps(r.cloud_rig.secret()))
         xmctl("credentials", "add", "--name", "demo-ssh", "--kind", "ssh", "--secret-file", "-",
               stdin=json.dumps({"user": "root", "private_key": src.private_key()}))
 
@@ -81,8 +80,8 @@ def main():
         with open(spec, "w") as f:
             f.write("""name: demo
 cloud: %s
-region: us-east-1
-credential: demo-aws
+region: %s
+credential: demo-cloud
 auto_approve: true
 hosts:
   - name: %s
@@ -92,11 +91,11 @@ blueprint:
   network: {name: demo, cidr: 10.60.0.0/16, subnets: [{name: app, cidr: 10.60.1.0/24}]}
   hosts:
     - host: %s
-      machine_type: t3.small
+      machine_type: %s
       subnet: app
       disks: [{device: %s}]
   firewall: [{protocol: tcp, port: 22, source: 10.0.0.0/8}]
-""" % (args.cloud, src.name, src.address, src.name, src.loops[0]))
+""" % (args.cloud, r.region, src.name, src.address, src.name, r.machine_type, src.loops[0]))
         print(open(spec).read())
         out = xmctl("--json", "migrate", "create", "-f", spec, capture=True)
         mig = json.loads(out.stdout)["id"]
@@ -123,18 +122,15 @@ blueprint:
                                                                           w.returncode))
 
         say("the VM the cloud now runs")
-        for inst in r.instances(mig):
-            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-            print("%s  %s  %s  subnet %s  private %s  image %s  host %s" % (
-                inst["InstanceId"], inst["State"]["Name"], inst["InstanceType"],
-                inst["SubnetId"], inst.get("PrivateIpAddress"), inst["ImageId"],
-                tags.get("xmigrate:host")))
+        for vm in r.vms(mig):
+            print("%s  %s  subnet %s  private %s  host %s" % (
+                vm["id"], vm["type"], vm["subnet"], vm.get("address"), vm["host"]))
 
         say("verifying: the cloud's copy of the disk against the source, byte for byte")
         disk = os.path.basename(src.loops[0])
         d = r.r.hgetall("xm:disk:%s:%s:%s" % (mig, src.name, disk))
         size = src.disk_sizes[0]
-        got = r.snapshot_bytes(d["image"], size)
+        got = r.disk_image(d["image"], size)
         want = src.disk_bytes(0)
         print("source %s        %d bytes  sha256 %s" % (src.loops[0], size,
                                                          hashlib.sha256(want).hexdigest()))

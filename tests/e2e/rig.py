@@ -1,6 +1,7 @@
 """The whole of xmigrate on one machine: what the end-to-end tests and the demo run.
 
-    Redis, the emulated cloud (moto_server for AWS), xm-api and one process per phase
+    Redis, the emulated cloud (clouds.py: moto_server for AWS, Azurite and the Resource
+    Manager fake for Azure, the Google fake for GCP), xm-api and one process per phase
     worker (N converters), all on local addresses; source servers that are network
     namespaces whose sshd chroots every session into an overlay of a Debian 12 root
     tree (so discovery reads a real OS and prep changes that tree, never this machine),
@@ -11,11 +12,11 @@ through the HTTP API, discovery by Ansible over SSH, the network phase, prep, th
 streaming each disk into the cloud's object storage, sharded conversion, import, VM.
 
 Needs root (namespaces, loop devices, overlay and bind mounts), as CI has. Standard
-library only, plus boto3 (on the machine image beside moto) to read the result back.
+library only, plus boto3 and cryptography (on the machine image beside moto) to read the
+result back as a cloud client would.
 """
 
 import atexit
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -31,6 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "integration", "api"))
 import xmtest  # noqa: E402  (redis client and server, processes, wait_for)
+
+sys.path.insert(0, HERE)
+import clouds  # noqa: E402
 
 FINAL = ("done", "partially_failed", "failed", "cancelled")
 
@@ -218,7 +222,9 @@ class Rig:
         self.converters, self.api_ip = converters, api_ip
         self.procs = {}
         self.redis = None
-        self.moto = None
+        self.cloud_rig = clouds.CLOUDS[cloud]()
+        self.region = self.cloud_rig.region
+        self.machine_type = self.cloud_rig.machine_type
 
     def bin(self, *path):
         return os.path.join(self.build, *path)
@@ -231,16 +237,7 @@ class Rig:
         self.redis = xmtest.RedisServer(self.work)
         self.redis.start()
         self.r = xmtest.Redis(self.redis.port)
-        env = {}
-        if self.cloud == "aws":
-            out = run("python3", os.path.join(TOP, "tests", "support", "moto.py"), "--port",
-                      str(xmtest.free_port()), "--host", self.api_ip, "--log",
-                      os.path.join(self.work, "moto.log"), capture_output=True,
-                      text=True).stdout
-            self.moto = json.loads(out)
-            env["XM_AWS_ENDPOINT"] = self.moto["endpoint"]
-        else:
-            raise ValueError("cloud %r: the rig knows aws" % self.cloud)
+        env = self.cloud_rig.start(self.work, self.api_ip)
         self.master = secrets.token_hex(32)
         self.api_port = xmtest.free_port()
         api_url = "http://%s:%d" % (self.api_ip, self.api_port)
@@ -287,12 +284,7 @@ class Rig:
             except AssertionError as e:
                 print(e, file=sys.stderr)
         self.procs = {}
-        if self.moto:
-            try:
-                os.killpg(self.moto["pid"], 15)
-            except OSError:
-                pass
-            self.moto = None
+        self.cloud_rig.stop()
         if self.redis:
             self.redis.stop()
             self.redis = None
@@ -306,11 +298,9 @@ class Rig:
         return r.json if r.body else None
 
     def credentials(self, sources):
-        if self.cloud == "aws":
-            cloud = self.call("POST", "/v1/credentials", {
-                "name": "moto", "kind": "aws", "secret": {
-                    "access_key_id": self.moto["access_key"],
-                    "secret_access_key": self.moto["secret_key"]}})
+        cloud = self.call("POST", "/v1/credentials", {
+            "name": "emulated-" + self.cloud, "kind": self.cloud,
+            "secret": self.cloud_rig.secret()})
         ssh = [self.call("POST", "/v1/credentials", {
             "name": "root-" + s.name, "kind": "ssh",
             "secret": {"user": "root", "private_key": s.private_key()}}) for s in sources]
@@ -318,7 +308,7 @@ class Rig:
 
     def migrate(self, sources, name="e2e", blueprint=None, auto_approve=True):
         cloud_cred, ssh = self.credentials(sources)
-        body = {"name": name, "cloud": self.cloud, "region": "us-east-1",
+        body = {"name": name, "cloud": self.cloud, "region": self.region,
                 "credential": cloud_cred, "auto_approve": auto_approve,
                 "hosts": [{"name": s.name, "address": s.address, "credential": c}
                           for s, c in zip(sources, ssh)]}
@@ -353,45 +343,10 @@ class Rig:
 
     # ------------------------------------------------------------ reading the result back
 
-    def aws(self, service):
-        import boto3  # on the machine image beside moto
-        return boto3.client(service, endpoint_url=self.moto["endpoint"],
-                            region_name="us-east-1",
-                            aws_access_key_id=self.moto["access_key"],
-                            aws_secret_access_key=self.moto["secret_key"])
+    def vms(self, mig):
+        """The migration's VMs as the cloud reports them (clouds.py)."""
+        return self.cloud_rig.vms(mig)
 
-    def snapshot_bytes(self, snapshot, size):
-        """An EBS snapshot read back block by block (ListSnapshotBlocks,
-        GetSnapshotBlock): the disk it holds, zeros where no block was written."""
-        ebs = self.aws("ebs")
-        got = bytearray(size)
-        blocks, token, bs = [], None, 0
-        while True:
-            kw = {"SnapshotId": snapshot}
-            if token:
-                kw["NextToken"] = token
-            page = ebs.list_snapshot_blocks(**kw)
-            bs = page["BlockSize"]
-            blocks += page["Blocks"]
-            token = page.get("NextToken")
-            if not token:
-                break
-
-        def fetch(b):
-            data = ebs.get_snapshot_block(SnapshotId=snapshot, BlockIndex=b["BlockIndex"],
-                                          BlockToken=b["BlockToken"])["BlockData"].read()
-            at = b["BlockIndex"] * bs
-            if at < size:
-                got[at:at + len(data)] = data[:size - at]
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(fetch, blocks))
-        return bytes(got)
-
-    def instances(self, mig):
-        ec2 = self.aws("ec2")
-        out = []
-        for res in ec2.describe_instances(Filters=[
-                {"Name": "tag:xmigrate:migration", "Values": [mig]}])["Reservations"]:
-            out += [i for i in res["Instances"] if i["State"]["Name"] != "terminated"]
-        return out
+    def disk_image(self, image, size):
+        """The disk the cloud holds for a converted image, read back the cloud's way."""
+        return self.cloud_rig.disk_image(image, size)

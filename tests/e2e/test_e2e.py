@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """End to end: migrations run as an operator runs them, start to finish (tests/e2e/rig.py
-says what runs). Per cloud: two source servers with two disks each, auto-approved, reach
-`done`; each VM exists once with the blueprint's subnet and machine type; each image read
-back from the cloud equals its source disk byte for byte.
+says what runs). Per cloud: two source servers with two disks each, auto-approved, stop
+at approval for their blockers, go on once those are overridden, and reach `done`; each
+VM exists once with the blueprint's subnet and machine type; each image read back from
+the cloud (EBS snapshot, VHD page blob, composed tar.gz) equals its source disk byte for
+byte.
 
-    test_e2e.py --build BUILD_DIR [--cloud aws] [unittest args]
+    test_e2e.py --build BUILD_DIR [--cloud aws|azure|gcp] [unittest args]
 
 Needs root (see rig.py). Keeps its work directory when XM_KEEP_TEST_DIRS is set.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -73,42 +76,40 @@ class EndToEnd(unittest.TestCase):
         return "migration %s\ndead jobs: %s\nlogs in %s" % (m, dead[-5:], self.work)
 
     def test_two_servers_two_disks_reach_done(self):
-        machine_type = "t3.small"
-        mig = self.rig.migrate(self.sources, blueprint=blueprint(self.sources, machine_type))
+        r = self.rig
+        mig = r.migrate(self.sources, blueprint=blueprint(self.sources, r.machine_type))
         # These sources run this machine's kernel in a Debian tree, so pre-flight finds
         # blockers (drivers missing from the kernel, ...): the migration stops at approval
         # with them shown, and goes on once the operator overrides each by name.
-        m = self.rig.wait_status(mig, ("awaiting_approval",) + rig.FINAL, 600)
+        m = r.wait_status(mig, ("awaiting_approval",) + rig.FINAL, 600)
         self.assertEqual(m["status"], "awaiting_approval", self.explain(mig))
-        blockers = self.rig.blockers(m)
+        blockers = r.blockers(m)
         self.assertTrue(blockers, "pre-flight found no blocker: %s" % m)
-        self.rig.call("POST", "/v1/migrations/%s/approve" % mig, want=(409,))
-        self.rig.approve(mig, overrides=sorted(b["name"] for b in blockers))
-        m = self.rig.wait_final(mig, 1200)
+        r.call("POST", "/v1/migrations/%s/approve" % mig, want=(409,))
+        r.approve(mig, overrides=sorted(b["name"] for b in blockers))
+        m = r.wait_final(mig, 1200)
         self.assertEqual(m["status"], "done", self.explain(mig))
 
-        r = self.rig.r
-        network = r.hgetall("xm:mig:%s" % mig).get("network")
+        network = r.r.hgetall("xm:mig:%s" % mig).get("network")
         self.assertTrue(network, "the network phase recorded no ids")
-        import json
         subnets = json.loads(network)["subnets"]
-        instances = self.rig.instances(mig)
-        self.assertEqual(len(instances), 2, "one VM per host, none twice")
+        vms = r.vms(mig)
+        self.assertEqual(len(vms), 2, "one VM per host, none twice: %s" % vms)
         by_host = {}
-        for inst in instances:
-            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-            by_host.setdefault(tags.get("xmigrate:host"), []).append(inst)
+        for vm in vms:
+            by_host.setdefault(vm["host"], []).append(vm)
         for i, s in enumerate(self.sources):
-            self.assertEqual(len(by_host.get(s.name, [])), 1, "host %s: %s" % (s.name, by_host))
-            inst = by_host[s.name][0]
-            self.assertEqual(inst["InstanceType"], machine_type)
-            self.assertEqual(inst["SubnetId"], subnets["web" if i == 0 else "app"])
+            self.assertEqual(len(by_host.get(s.name, [])), 1, "host %s: %s" % (s.name, vms))
+            vm = by_host[s.name][0]
+            self.assertEqual(vm["type"], r.machine_type)
+            want_subnet = subnets["web" if i == 0 else "app"]
+            self.assertEqual(vm["subnet"], want_subnet.rstrip("/").rsplit("/", 1)[-1])
             for d, loop in enumerate(s.loops):
                 name = os.path.basename(loop)
-                disk = r.hgetall("xm:disk:%s:%s:%s" % (mig, s.name, name))
+                disk = r.r.hgetall("xm:disk:%s:%s:%s" % (mig, s.name, name))
                 self.assertTrue(disk.get("image"), "disk %s of %s: %s" % (name, s.name, disk))
                 self.assertEqual(int(disk["bytes_converted"]), s.disk_sizes[d])
-                got = self.rig.snapshot_bytes(disk["image"], s.disk_sizes[d])
+                got = r.disk_image(disk["image"], s.disk_sizes[d])
                 self.assertTrue(got == s.disk_bytes(d),
                                 "the image of %s:%s differs from the source disk" %
                                 (s.name, name))
@@ -118,7 +119,7 @@ def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
-    ap.add_argument("--cloud", default="aws", choices=["aws"])
+    ap.add_argument("--cloud", default="aws", choices=["aws", "azure", "gcp"])
     ARGS, rest = ap.parse_known_args()
     ARGS.build = os.path.abspath(ARGS.build)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

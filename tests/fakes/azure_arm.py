@@ -61,6 +61,7 @@ import base64
 import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
@@ -668,11 +669,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                           (key, other["id"]), 409 if rtype.endswith("disks") else 400)
 
 
+def path_style(host):
+    """Emulators (Azurite) take the account in the path: any IP address or localhost."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host == "localhost"
+
+
 def head_blob(url, key_b64):
     """HEAD a blob signed with SharedKey (path-style account from the URL): length, type."""
     u = urllib.parse.urlsplit(url)
-    account = u.path.split("/")[1] if u.hostname in ("127.0.0.1", "localhost") \
-        else u.hostname.split(".")[0]
+    account = u.path.split("/")[1] if path_style(u.hostname) else u.hostname.split(".")[0]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
     sts = "HEAD\n" + "\n" * 11 + "x-ms-date:%s\nx-ms-version:2022-11-02\n/%s%s" % (
         date, account, u.path)
