@@ -44,7 +44,11 @@ for flavour in ${XM_TEST_FLAVOURS:-plain asan}; do
     fi
     exclude=()
     [ -n "$skip" ] && exclude=(-LE "$skip")
-    if ! (cd "$dir" && ctest --output-on-failure --timeout 1500 "${exclude[@]}" "$@"); then
+    # Two at a time: most of the long tests wait on Ansible, SSH and emulators. Every test
+    # takes its own ports, namespaces and directories; the ones timing matters to run
+    # alone (RUN_SERIAL).
+    if ! (cd "$dir" && ctest --output-on-failure --timeout 1500 -j"${XM_TEST_JOBS:-2}" \
+        "${exclude[@]}" "$@"); then
         failed=1
     fi
 done
