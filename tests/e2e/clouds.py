@@ -6,9 +6,10 @@
     region, machine_type       what the test's blueprint asks for
     vms(mig)                   the migration's VMs as the cloud reports them:
                                [{"host", "type", "subnet" (last path component)}]
-    disk_image(image, size)    the disk the cloud holds for a converted image reference,
+    disk_image(image, size[, source])  the disk the cloud holds for a converted image,
                                read back the cloud's way, checked for its format's
-                               padding; returns its first size bytes
+                               padding (and by qemu-img against source for a VHD);
+                               returns its first size bytes
 
 AWS: moto_server (EBS snapshot read block by block). Azure: Azurite for blobs and the
 Resource Manager fake (tests/fakes/azure_arm.py): the fixed VHD page blob read back with
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -140,7 +142,7 @@ class Aws(_Procs):
                         "address": i.get("PrivateIpAddress")})
         return out
 
-    def disk_image(self, snapshot, size):
+    def disk_image(self, snapshot, size, source=None):
         """An EBS snapshot read back (ListSnapshotBlocks, GetSnapshotBlock): zeros where no
         block was written."""
         ebs = self.client("ebs")
@@ -250,8 +252,23 @@ class Azure(_Procs):
         return self._get(url, {"x-ms-date": date, "x-ms-version": "2022-11-02",
                                "Authorization": "SharedKey %s:%s" % (account, sig)})
 
-    def disk_image(self, url, size):
+    def disk_image(self, url, size, source=None):
         vhd = self._blob_get(url)
+        if source:  # qemu-img, the oracle for the format, reads it as Azure would
+            with tempfile.NamedTemporaryFile(suffix=".vhd") as f:
+                f.write(vhd)
+                f.flush()
+                info = json.loads(subprocess.run(
+                    ["qemu-img", "info", "--output", "json", "-f", "vpc", f.name],
+                    check=True, capture_output=True, text=True).stdout)
+                mib = 1 << 20
+                if info["virtual-size"] != (size + mib - 1) // mib * mib:
+                    raise AssertionError("qemu-img info: %s has virtual size %d" % (
+                        url, info["virtual-size"]))
+                p = subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "raw", f.name,
+                                    source], capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise AssertionError("qemu-img compare: %s%s" % (p.stdout, p.stderr))
         mib = 1 << 20
         want = (size + mib - 1) // mib * mib + 512
         if len(vhd) != want:
@@ -303,7 +320,7 @@ class Gcp(_Procs):
                         "address": nic.get("networkIP"), "status": i.get("status")})
         return out
 
-    def disk_image(self, image, size):
+    def disk_image(self, image, size, source=None):
         """The image object (gs://bucket/object) read back and untarred as GCE does:
         disk.raw must be the disk, then zeros up to a whole GiB."""
         bucket, _, obj = image[len("gs://"):].partition("/") if image.startswith("gs://") \

@@ -347,6 +347,6 @@ class Rig:
         """The migration's VMs as the cloud reports them (clouds.py)."""
         return self.cloud_rig.vms(mig)
 
-    def disk_image(self, image, size):
+    def disk_image(self, image, size, source=None):
         """The disk the cloud holds for a converted image, read back the cloud's way."""
-        return self.cloud_rig.disk_image(image, size)
+        return self.cloud_rig.disk_image(image, size, source)

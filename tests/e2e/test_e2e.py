@@ -109,7 +109,7 @@ class EndToEnd(unittest.TestCase):
                 disk = r.r.hgetall("xm:disk:%s:%s:%s" % (mig, s.name, name))
                 self.assertTrue(disk.get("image"), "disk %s of %s: %s" % (name, s.name, disk))
                 self.assertEqual(int(disk["bytes_converted"]), s.disk_sizes[d])
-                got = r.disk_image(disk["image"], s.disk_sizes[d])
+                got = r.disk_image(disk["image"], s.disk_sizes[d], source=loop)
                 self.assertTrue(got == s.disk_bytes(d),
                                 "the image of %s:%s differs from the source disk" %
                                 (s.name, name))
