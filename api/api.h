@@ -35,6 +35,7 @@ void mig_cancel(struct api_req *r);
 void mig_blueprint_get(struct api_req *r);
 void mig_blueprint_put(struct api_req *r);
 void mig_approve(struct api_req *r);
+void mig_rollback(struct api_req *r);
 void mig_host_retry(struct api_req *r);
 void mig_host_phase(struct api_req *r);
 void mig_host_prep(struct api_req *r);

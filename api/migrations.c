@@ -913,6 +913,77 @@ void mig_cancel(struct api_req *r)
     mig_get(r); /* answer with the migration as it is now, resources listed */
 }
 
+/*
+ * POST /v1/migrations/{id}/rollback: delete every cloud resource the migration created
+ * (VMs, images, disks, the network; xm-network does it, found by tag). Only once nothing
+ * runs any more: done, partially_failed, failed or cancelled (or a rollback to run again).
+ */
+void mig_rollback(struct api_req *r)
+{
+    const char *id = r->params[0];
+    static const char *const ended[] = {MIG_DONE,      "partially_failed", "failed",
+                                        MIG_CANCELLED, "rolling_back",     NULL};
+    struct err err = {0};
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_FMT, id);
+    redisReply *w = api_cmd(r, &err, 2, (const char *[]){"WATCH", key});
+    if (!w) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    freeReplyObject(w);
+    redisReply *h = load_mig(r, id);
+    if (!h) { /* answered 404 or 503 */
+        redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
+        if (u)
+            freeReplyObject(u);
+        return;
+    }
+    const char *status = hash_get(h, "status");
+    int ok = 0;
+    for (size_t i = 0; status && ended[i]; i++)
+        ok |= strcmp(status, ended[i]) == 0;
+    if (!ok) {
+        api_reply_error(r, 409, "conflict", NULL,
+                        "migration '%s' is %s: cancel it first (DELETE /v1/migrations/%s), "
+                        "then roll it back",
+                        id, status ? status : "unknown", id);
+        freeReplyObject(h);
+        redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
+        if (u)
+            freeReplyObject(u);
+        return;
+    }
+    freeReplyObject(h);
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *m = cmds_add(&c);
+    cmd_arg(m, "HSET");
+    cmd_arg(m, key);
+    cmd_arg(m, "status");
+    cmd_arg(m, "rolling_back");
+    cmd_arg(m, "updated");
+    cmd_argll(m, job_now_us() / 1000);
+    struct job_spec spec = {.migration = id,
+                            .host = XM_HOST_NONE,
+                            .phase = "network",
+                            .payload = "{\"action\":\"rollback\"}"};
+    job_spec_xadd(cmds_add(&c), &spec, job_now_us());
+    add_event(&c, "migration.rollback", id, NULL, "rollback queued");
+    cmd_arg(cmds_add(&c), "EXEC");
+    int rc = run_tx(r, &c, &err);
+    cmds_release(&c);
+    if (rc < 0) {
+        api_reply_unavailable(r, &err);
+        return;
+    }
+    if (rc > 0) {
+        api_reply_error(r, 409, "conflict", NULL, "migration '%s' is changing; try again", id);
+        return;
+    }
+    api_reply_json(r, 202, json_pack("{s:s, s:s}", "id", id, "status", "rolling_back"));
+}
+
 /* ---------------------------------------------------------------- blueprint */
 
 void mig_blueprint_get(struct api_req *r)

@@ -164,6 +164,13 @@ struct provider_ops {
                            size_t len, struct err *err);
     int (*image_finish)(struct provider *p, const char *ref, size_t npieces,
                         char image[PROVIDER_REF_MAX], struct err *err);
+    /*
+     * Rollback: delete every VM, image and disk or snapshot the migration created, found
+     * by its tags, waiting until they are gone, so network_delete can follow. NULL when
+     * network_delete already removes them (Azure: the resource group; GCP: instances,
+     * disks and images first).
+     */
+    int (*teardown)(struct provider *p, const char *migration, struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);

@@ -16,6 +16,7 @@
 #include "aws/s3.h"
 #include "aws/vm.h"
 #include "config.h"
+#include "log.h"
 #include "provider.h"
 #include "secret.h"
 #include "xmalloc.h"
@@ -124,6 +125,18 @@ static void launch_resource(struct vm_launch_result *out, const char *kind, cons
 
 /* RegisterImage from the snapshot (found again by name on a re-run), RunInstances (found
  * again by tags), then wait for "running". */
+static int aws_teardown(struct provider *p, const char *migration, struct err *err)
+{
+    struct vm_deleted rep;
+    if (vm_delete_migration(p->aws, migration, 600, &rep, err) < 0)
+        return -1;
+    log_info("rollback: instances, images and snapshots deleted",
+             "migration=%s instances=%d "
+             "images=%d snapshots=%d",
+             migration, rep.instances, rep.images, rep.snapshots);
+    return 0;
+}
+
 static int aws_vm_launch(struct provider *p, const struct vm_launch_spec *spec,
                          struct vm_launch_result *out, struct err *err)
 {
@@ -287,6 +300,7 @@ const struct provider_ops aws_provider = {
     .close = aws_close,
     .network_ensure = aws_network_ensure,
     .network_delete = aws_network_delete,
+    .teardown = aws_teardown,
     .vm_launch = aws_vm_launch,
     .storage_ensure = aws_storage_ensure,
     .write_urls = aws_write_urls,

@@ -567,3 +567,109 @@ int vm_terminate(struct aws *a, const char *instance_id, struct err *err)
     free(xml);
     return 0;
 }
+
+/* ---------------------------------------------------------------- rollback */
+
+/* Every id named `field` in the reply of action (with params) that starts with prefix:
+ * new array, *n set. */
+static char **ids_of(struct aws *a, const char *action, const char *const *params,
+                     const char *field, const char *prefix, size_t *n, struct err *err)
+{
+    char *xml = NULL;
+    *n = 0;
+    if (aws_ec2(a, action, params, &xml, err) < 0)
+        return NULL;
+    size_t all = 0;
+    char **v = aws_xml_all(xml, strlen(xml), field, &all);
+    free(xml);
+    char **out = xcalloc(all + 1, sizeof(*out));
+    for (size_t i = 0; i < all; i++) {
+        if (valid_id(v[i], prefix))
+            out[(*n)++] = xstrdup(v[i]);
+    }
+    aws_strv_free(v, all);
+    return out;
+}
+
+int vm_delete_migration(struct aws *a, const char *migration, int timeout_s,
+                        struct vm_deleted *report, struct err *err)
+{
+    memset(report, 0, sizeof(*report));
+    if (check_tag(migration, "migration", err) < 0)
+        return -1;
+    /* clang-format off */
+    const char *live[] = {
+        "Filter.1.Name",    "tag:" EBS_TAG_MIGRATION,
+        "Filter.1.Value.1", migration,
+        "Filter.2.Name",    "instance-state-name",
+        "Filter.2.Value.1", "pending",
+        "Filter.2.Value.2", "running",
+        "Filter.2.Value.3", "stopping",
+        "Filter.2.Value.4", "stopped",
+        "Filter.2.Value.5", "shutting-down",
+        NULL};
+    const char *owned[] = {
+        "Owner.1",          "self",
+        "Filter.1.Name",    "tag:" EBS_TAG_MIGRATION,
+        "Filter.1.Value.1", migration,
+        NULL};
+    /* clang-format on */
+    size_t n = 0;
+    char **ids = ids_of(a, "DescribeInstances", live, "instanceId", "i-", &n, err);
+    if (!ids)
+        return err_prefix(err, "vm: list the instances of migration '%s'", migration);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = vm_terminate(a, ids[i], err);
+        report->instances += rc == 0;
+    }
+    aws_strv_free(ids, n);
+    if (rc < 0)
+        return -1;
+    /* Wait until none is left: the network cannot go while an instance holds a subnet. */
+    long long deadline = now_ms() + (long long)timeout_s * 1000, delay = 250;
+    for (;;) {
+        ids = ids_of(a, "DescribeInstances", live, "instanceId", "i-", &n, err);
+        if (!ids)
+            return err_prefix(err, "vm: wait for the instances of migration '%s'", migration);
+        aws_strv_free(ids, n);
+        if (n == 0)
+            break;
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return err_set(err, ERR_TRANSIENT,
+                           "vm: %zu instance(s) of migration '%s' not terminated after %d s", n,
+                           migration, timeout_s);
+        pause_ms(delay < left ? delay : left);
+        delay = delay * 2 > 5000 ? 5000 : delay * 2;
+    }
+    ids = ids_of(a, "DescribeImages", owned, "imageId", "ami-", &n, err);
+    if (!ids)
+        return err_prefix(err, "vm: list the images of migration '%s'", migration);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *p[] = {"ImageId", ids[i], NULL};
+        char *xml = NULL;
+        rc = aws_ec2(a, "DeregisterImage", p, &xml, err);
+        free(xml);
+        if (rc < 0)
+            err_prefix(err, "vm: deregister image '%s'", ids[i]);
+        report->images += rc == 0;
+    }
+    aws_strv_free(ids, n);
+    if (rc < 0)
+        return -1;
+    ids = ids_of(a, "DescribeSnapshots", owned, "snapshotId", "snap-", &n, err);
+    if (!ids)
+        return err_prefix(err, "vm: list the snapshots of migration '%s'", migration);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *p[] = {"SnapshotId", ids[i], NULL};
+        char *xml = NULL;
+        rc = aws_ec2(a, "DeleteSnapshot", p, &xml, err);
+        free(xml);
+        if (rc < 0)
+            err_prefix(err, "vm: delete snapshot '%s'", ids[i]);
+        report->snapshots += rc == 0;
+    }
+    aws_strv_free(ids, n);
+    return rc;
+}

@@ -127,4 +127,18 @@ int vm_wait_running(struct aws *a, const char *instance_id, int timeout_s, struc
  * terminated is success. 0, or -1 with err. Does not wait. Blocks. */
 int vm_terminate(struct aws *a, const char *instance_id, struct err *err);
 
+/* What vm_delete_migration removed. */
+struct vm_deleted {
+    int instances, images, snapshots;
+};
+
+/*
+ * Rollback of what the import made for a migration, found by its tag: every instance
+ * terminated (waiting up to timeout_s until none is left: the network cannot be deleted
+ * while one holds a subnet), then every image it owns deregistered and every snapshot
+ * deleted. Safe to repeat: what is gone is not found again.
+ */
+int vm_delete_migration(struct aws *a, const char *migration, int timeout_s,
+                        struct vm_deleted *report, struct err *err);
+
 #endif

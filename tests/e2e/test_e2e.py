@@ -20,6 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rig  # noqa: E402
+from rig import xmtest  # noqa: E402
 
 ARGS = None
 MIB = 1 << 20
@@ -113,6 +114,14 @@ class EndToEnd(unittest.TestCase):
                 self.assertTrue(got == s.disk_bytes(d),
                                 "the image of %s:%s differs from the source disk" %
                                 (s.name, name))
+
+        # Rollback: every VM, image, disk and the network the migration made are deleted.
+        dead = r.r("XLEN", "xm:dead")
+        r.call("POST", "/v1/migrations/%s/rollback" % mig)
+        xmtest.wait_for(lambda: r.migration(mig)["status"] == "rolled_back" or
+                        r.r("XLEN", "xm:dead") > dead, 600, "the rollback", interval=1.0)
+        self.assertEqual(r.migration(mig)["status"], "rolled_back", self.explain(mig))
+        self.assertEqual(r.vms(mig), [], "VMs left after the rollback")
 
 
 def main():

@@ -2,7 +2,8 @@
  * xm-network: the network phase. Once per migration (host "-"), after the operator
  * approved the blueprint: builds the blueprint's network in the target cloud through
  * the provider (idempotently: a re-run finds what exists), records the ids and the
- * resources on the migration, and starts every host's pipeline with a prep job.
+ * resources on the migration, and starts every host's pipeline with a prep job. Also
+ * the rollback of a migration (see rollback() below).
  */
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -16,9 +17,57 @@
 #include "worker.h"
 #include "xmalloc.h"
 
+/*
+ * Rollback (payload "action": "rollback", from POST /v1/migrations/{id}/rollback): every
+ * VM, image and disk the migration created, then its network, found by tag, so a re-run
+ * after a crash finds only what is left. The migration ends rolled_back. The stored disk
+ * chunks are left to the storage's expiry rule (AWS, GCP: xmigrate/ objects expire).
+ */
+static int rollback(struct redisContext *c, const struct job *job, struct job_result *res,
+                    struct err *err)
+{
+    struct mig_info m;
+    if (state_load_migration(c, job->migration, &m, err) < 0)
+        return -1;
+    const struct provider_ops *ops = NULL;
+    struct provider *p = phase_open_provider(c, &m, &ops, err);
+    int rc = -1;
+    if (!p)
+        goto out;
+    if ((ops->teardown && ops->teardown(p, m.id, err) < 0) ||
+        ops->network_delete(p, m.id, err) < 0) {
+        err_prefix(err, "rollback");
+        goto out;
+    }
+    char key[256];
+    snprintf(key, sizeof(key), XM_MIG_FMT, m.id);
+    job_result_hset(res, key, "status", "rolled_back");
+    job_result_message(res,
+                       "rollback: every VM, image, disk and network of migration %s "
+                       "deleted",
+                       m.id);
+    rc = 0;
+out:
+    if (p)
+        ops->close(p);
+    mig_info_release(&m);
+    return rc;
+}
+
 static int network_handle(struct worker *w, const struct job *job, struct job_result *res,
                           struct err *err)
 {
+    json_t *pl = json_loads(job->payload, 0, NULL);
+    const char *action = json_string_value(json_object_get(pl, "action"));
+    int is_rollback = action && strcmp(action, "rollback") == 0;
+    json_decref(pl);
+    if (is_rollback) {
+        struct redisContext *rc = worker_redis(w);
+        if (!rc)
+            return err_set(err, ERR_TRANSIENT, "redis connection lost");
+        return rollback(rc, job, res, err);
+    }
+
     struct redisContext *c = worker_redis(w);
     if (!c)
         return err_set(err, ERR_TRANSIENT, "redis connection lost");

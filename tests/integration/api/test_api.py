@@ -703,6 +703,26 @@ class ApiTest(Base):
         self.assertError(X.client.get("/v1/migrations/" + u), 404, "not_found")
         self.assertError(X.client.delete("/v1/migrations/" + u), 404, "not_found")
 
+    def test_rollback_only_once_ended(self):
+        mig = create_mig(("web1",))
+        path = "/v1/migrations/%s/rollback" % mig
+        r = X.client.post(path)
+        self.assertError(r, 409, "conflict")
+        self.assertIn("cancel it first", r.json["error"]["message"])
+        self.assertEqual(X.client.delete("/v1/migrations/" + mig).status, 200)
+        before = X.redis("XLEN", "xm:q:network")
+        r = X.client.post(path)
+        self.assertEqual((r.status, r.json), (202, {"id": mig, "status": "rolling_back"}), r)
+        self.assertEqual(X.client.get("/v1/migrations/" + mig).json["status"], "rolling_back")
+        self.assertEqual(X.redis("XLEN", "xm:q:network"), before + 1)
+        job = X.redis.xrange("xm:q:network")[-1][1]
+        self.assertEqual((job["migration"], job["host"], json.loads(job["payload"])),
+                         (mig, "-", {"action": "rollback"}))
+        self.assertIn("migration.rollback", [e["type"] for e in events_of(mig)])
+        self.assertEqual(X.client.post(path).status, 202)  # a rollback can run again
+        self.assertError(X.client.post("/v1/migrations/%s/rollback" % uuid.uuid4()), 404,
+                         "not_found")
+
     # ---- blueprint and approval
 
     def test_blueprint_get_put_and_rules(self):
