@@ -111,27 +111,45 @@ def root_tree():
     return os.path.join(TREE_CACHE, "bookworm")
 
 
-class Source:
-    """A source server: namespace xm-e2e<n> at 10.232.<n>.2 (this machine is .1)."""
+def claim_namespace(first):
+    """The first free number n >= first (wrapping in 100..249) whose namespace xm-e2e<n>
+    this call could create: `ip netns add` fails when it exists, so runs at once (ctest
+    -j, the demo beside a test) never share one, and each removes only its own."""
+    for i in range(150):
+        n = 100 + (first - 100 + i) % 150
+        if subprocess.run(["ip", "netns", "add", "xm-e2e%d" % n],
+                          stderr=subprocess.DEVNULL).returncode == 0:
+            return n
+    raise AssertionError("no free xm-e2e namespace number in 100..249")
 
-    def __init__(self, n, work, tree, disk_sizes):
-        self.n, self.tree = n, tree
+
+class Source:
+    """A source server: namespace xm-e2e<n> at 10.232.<n>.2 (this machine is .1), n
+    claimed when it comes up (claim_namespace)."""
+
+    def __init__(self, first, work, tree, disk_sizes):
+        self.first, self.work, self.tree = first, work, tree
+        self.n = None
+        self.disk_sizes = disk_sizes
+        self.images, self.loops = [], []
+        self.sshd_pid = None
+
+    def _name(self, n):
+        self.n = n
         self.name = "src%d" % n
-        self.dir = os.path.join(work, self.name)
+        self.dir = os.path.join(self.work, self.name)
         self.ns, self.hveth, self.sveth = "xm-e2e%d" % n, "xm-eh%d" % n, "xm-es%d" % n
         self.host_ip, self.address = "10.232.%d.1" % n, "10.232.%d.2" % n
         # sshd's ChrootDirectory wants every component of the path root-owned and not
         # writable by others, which /tmp is not.
         self.root = os.path.join("/run/xmigrate-e2e", self.ns)
-        self.disk_sizes = disk_sizes
-        self.images, self.loops = [], []
-        self.sshd_pid = None
 
     def close(self):
         self.down()
 
     def up(self):
         _live.append(self)
+        self._name(claim_namespace(self.first))
         d = self.dir
         os.makedirs(d, mode=0o700, exist_ok=True)
         for sub in ("upper", "work"):
@@ -167,7 +185,7 @@ class Source:
                     "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
                     "StrictModes no\nChrootDirectory %s\nSubsystem sftp internal-sftp\n"
                     % (self.address, d, d, d, self.root))
-        run("ip", "netns", "add", self.ns)
+        run("ip", "link", "del", self.hveth, check=False, stderr=subprocess.DEVNULL)  # stale
         run("ip", "link", "add", self.hveth, "type", "veth", "peer", "name", self.sveth)
         run("ip", "link", "set", self.sveth, "netns", self.ns)
         run("ip", "addr", "add", self.host_ip + "/24", "dev", self.hveth)
@@ -197,6 +215,8 @@ class Source:
     def down(self):
         if self in _live:
             _live.remove(self)
+        if self.n is None:
+            return  # never claimed a namespace: nothing of ours to take down
         if self.sshd_pid:
             try:
                 os.kill(self.sshd_pid, 15)
