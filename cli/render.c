@@ -83,7 +83,8 @@ const char *render_str(const json_t *o, const char *key, const char *def)
 
 int render_is_final(const char *status)
 {
-    static const char *const final[] = {"done", "failed", "partially_failed", "cancelled"};
+    static const char *const final[] = {"done", "failed", "partially_failed", "cancelled",
+                                        "rolled_back"};
     for (size_t i = 0; status && i < sizeof(final) / sizeof(final[0]); i++)
         if (strcmp(status, final[i]) == 0)
             return 1;

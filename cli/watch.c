@@ -5,7 +5,7 @@
  * status: GET /v1/migrations/{id}/events (Server-Sent Events, api/sse.c) for what
  * happens, and GET /v1/migrations/{id} after each batch of events and every --interval
  * seconds for the status, each host's phase and each disk's bytes. A final status
- * (done, failed, partially_failed, cancelled) ends the watch once the stream has gone
+ * (done, failed, partially_failed, cancelled, rolled_back) ends the watch once the stream has gone
  * quiet, with the exit code of that status (xmctl.h).
  *
  * When the stream breaks (xm-api restarted, Redis gone, the network) xmctl reconnects
@@ -473,7 +473,7 @@ static int run_stream(struct watch *w, int *ok)
 
 static int exit_for(const char *status)
 {
-    if (strcmp(status, "done") == 0)
+    if (strcmp(status, "done") == 0 || strcmp(status, "rolled_back") == 0)
         return XMCTL_OK;
     if (strcmp(status, "cancelled") == 0)
         return XMCTL_CANCELLED;
