@@ -288,6 +288,39 @@ class Rig:
         for name, path in workers:
             self.spawn(name, [os.path.normpath(self.bin("workers", path))])
 
+    WORKERS = {"discovery": "discovery/xm-discovery", "network": "network/xm-network",
+               "prep": "prep/xm-prep", "clone": "clone/xm-clone", "import": "import/xm-import",
+               "convert": "../convert/xm-convert"}
+
+    def spawn_worker(self, name, phase):
+        self.spawn(name, [os.path.normpath(self.bin("workers", self.WORKERS[phase]))])
+
+    def kill_worker(self, name):
+        """SIGKILL, as a crash: nothing of the worker's own shutdown runs."""
+        p = self.procs.pop(name)
+        p.proc.kill()
+        p.proc.wait()
+
+    def restart_redis(self):
+        """Stop Redis (it writes its AOF) and start it again on the same port and data;
+        every process reconnects on its own."""
+        self.redis.stop()
+        self.redis.start()
+
+    def holder(self, phase, step=None):
+        """The consumer holding a job of phase right now (a pending entry), or None; with
+        step, only a job whose payload has that "step" (convert: "shard")."""
+        for name in list(self.procs):
+            if not name.startswith(phase):
+                continue
+            for entry in self.r("XPENDING", "xm:q:" + phase, "workers", "-", "+", "10", name):
+                if step is None:
+                    return name
+                got = self.r.xrange("xm:q:" + phase, entry[0], entry[0])
+                if got and json.loads(got[0][1].get("payload", "{}")).get("step") == step:
+                    return name
+        return None
+
     def spawn(self, name, argv):
         env = dict(self.env, XM_CONSUMER=name)
         self.procs[name] = xmtest.Process(argv, env, os.path.join(self.work, name + ".log"))

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,9 @@ def blueprint(sources, machine_type):
     }
 
 
-class EndToEnd(unittest.TestCase):
+class Rigged(unittest.TestCase):
+    """Two source servers and the whole system for ARGS.cloud, per test class."""
+
     @classmethod
     def setUpClass(cls):
         if os.geteuid() != 0:
@@ -70,12 +73,23 @@ class EndToEnd(unittest.TestCase):
         else:
             shutil.rmtree(cls.work, ignore_errors=True)
 
+    def logged(self, prefix, needle):
+        """Whether a log of a process whose name starts with prefix has needle."""
+        for name in os.listdir(self.work):
+            if name.startswith(prefix) and name.endswith(".log"):
+                with open(os.path.join(self.work, name), errors="replace") as f:
+                    if needle in f.read():
+                        return True
+        return False
+
     def explain(self, mig):
         """What an operator would look at when a migration did not end well."""
         m = self.rig.migration(mig)
         dead = self.rig.r.xrange("xm:dead")
         return "migration %s\ndead jobs: %s\nlogs in %s" % (m, dead[-5:], self.work)
 
+
+class EndToEnd(Rigged):
     def test_two_servers_two_disks_reach_done(self):
         r = self.rig
         mig = r.migrate(self.sources, blueprint=blueprint(self.sources, r.machine_type))
@@ -122,6 +136,46 @@ class EndToEnd(unittest.TestCase):
                         r.r("XLEN", "xm:dead") > dead, 600, "the rollback", interval=1.0)
         self.assertEqual(r.migration(mig)["status"], "rolled_back", self.explain(mig))
         self.assertEqual(r.vms(mig), [], "VMs left after the rollback")
+
+
+class Chaos(Rigged):
+    """Faults during one migration, which must still reach `done` with nothing created
+    twice and every image equal to its disk: the clone worker SIGKILLed while it holds a
+    host's clone job (its Ansible run and the agent go on, orphaned; another worker takes
+    the job over and the agent's rerun finds the copy complete), Redis restarted mid-run,
+    a converter SIGKILLed while it holds a shard (another takes the shard over)."""
+
+    def test_chaos_nothing_lost_nothing_twice(self):
+        r = self.rig
+        mig = r.migrate(self.sources, name="chaos",
+                        blueprint=blueprint(self.sources, r.machine_type))
+        m = r.wait_status(mig, ("awaiting_approval",) + rig.FINAL, 600)
+        self.assertEqual(m["status"], "awaiting_approval", self.explain(mig))
+        r.approve(mig, overrides=sorted(b["name"] for b in r.blockers(m)))
+
+        victim = xmtest.wait_for(lambda: r.holder("clone"), 900, "a clone job in hand",
+                                 interval=0.05)
+        time.sleep(8)  # into its playbook: the agent is being copied or running
+        r.kill_worker(victim)
+        r.spawn_worker(victim + "b", "clone")
+        r.restart_redis()
+        victim = xmtest.wait_for(lambda: r.holder("convert", step="shard"), 900,
+                                 "a shard in hand", interval=0.02)
+        r.kill_worker(victim)
+        r.spawn_worker(victim + "b", "convert")
+
+        m = r.wait_final(mig, 1500)
+        self.assertEqual(m["status"], "done", self.explain(mig))
+        for phase in ("clone", "convert"):  # the killed workers' jobs were taken over
+            self.assertTrue(self.logged(phase, "job taken over"), phase)
+        vms = r.vms(mig)
+        self.assertEqual(sorted(vm["host"] for vm in vms), sorted(s.name for s in self.sources),
+                         "one VM per host, none twice: %s" % vms)
+        for s in self.sources:
+            for d, loop in enumerate(s.loops):
+                disk = r.r.hgetall("xm:disk:%s:%s:%s" % (mig, s.name, os.path.basename(loop)))
+                got = r.disk_image(disk["image"], s.disk_sizes[d], source=loop)
+                self.assertTrue(got == s.disk_bytes(d), "%s:%s differs" % (s.name, loop))
 
 
 def main():
