@@ -44,10 +44,12 @@ for flavour in ${XM_TEST_FLAVOURS:-plain asan}; do
     fi
     exclude=()
     [ -n "$skip" ] && exclude=(-LE "$skip")
-    # Two at a time: most of the long tests wait on Ansible, SSH and emulators. Every test
-    # takes its own ports, namespaces and directories; the ones timing matters to run
-    # alone (RUN_SERIAL).
-    if ! (cd "$dir" && ctest --output-on-failure --timeout 1500 -j"${XM_TEST_JOBS:-2}" \
+    # Several at a time: most of the long tests wait on Ansible, SSH and emulators (the
+    # longest start first: COST). Every test takes its own ports, namespaces and
+    # directories; the ones timing matters to run alone (RUN_SERIAL).
+    jobs=${XM_TEST_JOBS:-3}
+    [ "$flavour" = asan ] && jobs=${XM_TEST_JOBS:-2}
+    if ! (cd "$dir" && ctest --output-on-failure --timeout 1500 -j"$jobs" \
         "${exclude[@]}" "$@"); then
         failed=1
     fi
