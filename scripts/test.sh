@@ -40,7 +40,7 @@ for flavour in ${XM_TEST_FLAVOURS:-plain asan}; do
         # from the sanitizers; the end-to-end migrations run code the integration tests
         # already ran under them. Once (plain) keeps CI within its 30 minutes.
         echo "NOTE: the e2e and no-compiled-code labels run in the plain build only"
-        skip=${skip:+$skip|}e2e|no-compiled-code
+        skip="${skip:+$skip|}e2e|no-compiled-code"
     fi
     exclude=()
     [ -n "$skip" ] && exclude=(-LE "$skip")
