@@ -64,6 +64,8 @@ static void name_prefix(char out[16], const char *migration)
 /* "projects/<project>/<path>": new; with base, "<base>/compute/v1/" before it (a URL to
  * call), without, the partial URL GCE takes for references. */
 static char *vproject_path(struct gcp *g, int base, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static char *vproject_path(struct gcp *g, int base, const char *fmt, va_list ap)
 {
     char path[1024];
     vsnprintf(path, sizeof(path), fmt, ap);
