@@ -355,40 +355,12 @@ static void server_stop(pid_t pid)
 
 static pid_t start_json_server(char *const argv[], const char *log, int *port)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fds[1], STDOUT_FILENO);
-        if (lf >= 0)
-            dup2(lf, STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[256];
-    size_t got = 0;
-    ssize_t n;
-    while (got < sizeof(line) - 1 && (n = read(fds[0], line + got, sizeof(line) - 1 - got)) > 0) {
-        got += (size_t)n;
-        if (memchr(line, '\n', got))
-            break;
-    }
-    line[got] = '\0';
-    close(fds[0]);
-    json_t *j = json_loads(line, 0, NULL);
-    if (!j)
-        fail_msg("%s printed no port (log %s)", argv[1], log);
-    *port = (int)json_integer_value(json_object_get(j, "port"));
-    json_decref(j);
-    assert_true(*port > 0);
+    struct helper_proc h;
+    helper_proc_start(&h, argv, log);
+    *port = h.port;
     if (n_servers < XM_ARRAY_LEN(servers))
-        servers[n_servers++] = pid;
-    return pid;
+        servers[n_servers++] = h.pid;
+    return h.pid;
 }
 
 static void sink_start(struct sink *s, const char *name, const struct sink_opts *o)

@@ -300,7 +300,7 @@ void helper_proc_start(struct helper_proc *h, char *const argv[], const char *lo
     if (pid < 0)
         die("fork: %s", strerror(errno));
     if (pid == 0) {
-        int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fds[1], STDOUT_FILENO);
         if (log >= 0)
             dup2(log, STDERR_FILENO);

@@ -61,7 +61,8 @@ long long mono_ms(void);
 /*
  * A helper program (a fake cloud, the fault proxy: tests/fakes/) that prints one JSON line
  * {"port": N, ...} on stdout once it listens: started with argv (argv[0] is run through
- * PATH, e.g. "python3"), its stderr to log_path. Fills endpoint "http://127.0.0.1:N".
+ * PATH, e.g. "python3"), its stderr appended to log_path. Fills endpoint
+ * "http://127.0.0.1:N".
  */
 struct helper_proc {
     pid_t pid;
