@@ -240,9 +240,7 @@ void cred_delete(struct api_req *r)
                          rep[2]->element[i]->str);
             }
             api_free_replies(rep, 3);
-            redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
-            if (u)
-                freeReplyObject(u);
+            api_unwatch(r);
             if (missing)
                 api_reply_error(r, 404, "not_found", NULL, "no credential '%s'", r->params[0]);
             else

@@ -934,9 +934,7 @@ void mig_rollback(struct api_req *r)
     freeReplyObject(w);
     redisReply *h = load_mig(r, id);
     if (!h) { /* answered 404 or 503 */
-        redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
-        if (u)
-            freeReplyObject(u);
+        api_unwatch(r);
         return;
     }
     const char *status = hash_get(h, "status");
@@ -949,9 +947,7 @@ void mig_rollback(struct api_req *r)
                         "then roll it back",
                         id, status ? status : "unknown", id);
         freeReplyObject(h);
-        redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
-        if (u)
-            freeReplyObject(u);
+        api_unwatch(r);
         return;
     }
     freeReplyObject(h);
@@ -1220,9 +1216,7 @@ static void approve(struct api_req *r, const char *override)
                 api_reply_error(r, 409, "conflict", NULL,
                                 "migration '%s' has no blueprint to approve", id);
             freeReplyObject(h);
-            redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
-            if (u)
-                freeReplyObject(u);
+            api_unwatch(r);
             return;
         }
         freeReplyObject(h);
@@ -1235,9 +1229,7 @@ static void approve(struct api_req *r, const char *override)
                                 "?override=<name>,... to go ahead anyway",
                                 standing, id);
             free(standing);
-            redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
-            if (u)
-                freeReplyObject(u);
+            api_unwatch(r);
             return;
         }
         free(standing);

@@ -143,6 +143,14 @@ struct redisReply *api_cmd(struct api_req *r, struct err *err, int argc, const c
     return reply;
 }
 
+void api_unwatch(struct api_req *r)
+{
+    struct err err = {0};
+    redisReply *u = api_cmd(r, &err, 1, (const char *[]){"UNWATCH"});
+    if (u)
+        freeReplyObject(u);
+}
+
 int api_pipeline(struct api_req *r, const struct cmd *cmds, int n, struct redisReply **out,
                  struct err *err)
 {

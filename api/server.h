@@ -89,6 +89,9 @@ struct redisContext *api_redis(struct api_req *r, struct err *err);
  * NULL with err; on a transport failure the connection is dropped (err transient).
  */
 struct redisReply *api_cmd(struct api_req *r, struct err *err, int argc, const char **argv);
+/* UNWATCH after a check that decided not to run the transaction (a failure is harmless:
+ * the next EXEC on the connection would only abort). */
+void api_unwatch(struct api_req *r);
 /*
  * Pipeline n commands (each an argument vector in cmds[i]) and read every reply into
  * out[i] (new; free with api_free_replies). 0, or -1 with err: transient for a transport
