@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +101,9 @@ class EndToEnd(Rigged):
         r = self.rig
         victim = xmtest.wait_for(lambda: r.holder("clone"), 900, "a clone job in hand",
                                  interval=0.05)
-        time.sleep(8)  # into its playbook: the agent is being copied or running
+        # into its playbook: the agent is being copied or running
+        xmtest.wait_for(lambda: self.logged(victim, "TASK [Copy each disk]"), 300,
+                        "the clone playbook to reach the copy", interval=0.05)
         r.kill_worker(victim)
         r.spawn_worker(victim + "b", "clone")
         r.restart_redis()
