@@ -37,6 +37,7 @@ void mig_blueprint_put(struct api_req *r);
 void mig_approve(struct api_req *r);
 void mig_rollback(struct api_req *r);
 void mig_host_retry(struct api_req *r);
+void mig_cutover(struct api_req *r);
 void mig_host_phase(struct api_req *r);
 void mig_host_prep(struct api_req *r);
 void mig_discovery_callback(struct api_req *r);

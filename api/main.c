@@ -44,6 +44,8 @@ static const struct route routes[] = {
      mig_approve},
     {EVHTTP_REQ_POST, "/v1/migrations/{}/rollback", "migrations.rollback", AUTH_TOKEN, NULL,
      mig_rollback},
+    {EVHTTP_REQ_POST, "/v1/migrations/{}/cutover", "migrations.cutover", AUTH_TOKEN, NULL,
+     mig_cutover},
     {EVHTTP_REQ_POST, "/v1/migrations/{}/hosts/{}/retry", "hosts.retry", AUTH_TOKEN, NULL,
      mig_host_retry},
     {EVHTTP_REQ_POST, "/v1/migrations/{}/hosts/{}/phases/{}", "hosts.phase", AUTH_TOKEN, NULL,

@@ -27,6 +27,7 @@
 #define MIG_DISCOVERING "discovering"
 #define MIG_AWAITING "awaiting_approval"
 #define MIG_APPROVED "approved"
+#define MIG_MIGRATING "migrating"
 #define MIG_DONE "done"
 #define MIG_CANCELLED "cancelled"
 
@@ -371,6 +372,14 @@ int migration_build(const json_t *body, const struct jsonschema_set *schemas,
     const json_t *bp = json_object_get(body, "blueprint");
     if (bp && blueprint_validate(bp, names, schemas, "/blueprint", path, err) < 0)
         goto out;
+    /* How AWS imports the disks (schema: ebs, raw, vmdk); no other cloud has a choice. */
+    const char *aws_import = json_string_value(json_object_get(body, XM_M_AWS_IMPORT));
+    if (aws_import && strcmp(json_string_value(json_object_get(body, "cloud")), "aws") != 0) {
+        snprintf(path, 256, "/" XM_M_AWS_IMPORT);
+        err_set(err, ERR_PERMANENT, "%s: only an aws migration takes it (cloud is '%s')", path,
+                json_string_value(json_object_get(body, "cloud")));
+        goto out;
+    }
 
     char now[32], group[200], total[16];
     snprintf(now, sizeof(now), "%lld", in->now_ms);
@@ -411,6 +420,19 @@ int migration_build(const json_t *body, const struct jsonschema_set *schemas,
     };
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
         cmd_arg(m, pairs[i]);
+    /* Clone settings (workers/clone/clone.c): without max_cloning, XM_MAX_CLONING holds. */
+    const char *cutover = json_string_value(json_object_get(body, "cutover"));
+    cmd_arg(m, "cutover");
+    cmd_arg(m, cutover && strcmp(cutover, "manual") == 0 ? "manual" : "auto");
+    json_int_t max_cloning = json_integer_value(json_object_get(body, "max_cloning"));
+    if (max_cloning > 0) {
+        cmd_arg(m, "max_cloning");
+        cmd_argll(m, (long long)max_cloning);
+    }
+    if (aws_import) {
+        cmd_arg(m, XM_M_AWS_IMPORT);
+        cmd_arg(m, aws_import);
+    }
     if (bp_text) {
         cmd_arg(m, "blueprint");
         cmd_arg(m, bp_text);
@@ -616,6 +638,14 @@ static json_t *mig_json(const redisReply *h)
     numbers(o, mig_numbers);
     const char *aa = hash_get(h, "auto_approve");
     json_object_set_new(o, "auto_approve", json_boolean(aa && strcmp(aa, "1") == 0));
+    const char *cloud = hash_get(h, "cloud"), *ai = hash_get(h, XM_M_AWS_IMPORT);
+    if (cloud && strcmp(cloud, "aws") == 0) /* an aws migration without it: the default */
+        json_object_set_new(o, XM_M_AWS_IMPORT, json_string(ai && *ai ? ai : "ebs"));
+    const char *cutover = hash_get(h, "cutover");
+    json_object_set_new(o, "cutover", json_string(cutover ? cutover : "auto"));
+    const char *mc = hash_get(h, "max_cloning");
+    json_object_set_new(o, "max_cloning",
+                        json_integer(mc ? atoll(mc) : (json_int_t)xm_config.max_cloning));
     /* The blockers the approval overrode, by name (stored comma-separated). */
     const char *ov = hash_get(h, "overrides");
     if (ov && *ov) {
@@ -718,8 +748,8 @@ void mig_list(struct api_req *r)
 }
 
 static const char *const host_public[] = {
-    "name",  "address", "port",       "credential", "phase",           "status", "attempt",
-    "error", "updated", "discovered", "discovery",  "discovery_error", NULL};
+    "name",  "address", "port",       "credential", "phase",           "status",  "attempt",
+    "error", "updated", "discovered", "discovery",  "discovery_error", "waiting", NULL};
 /* Host fields holding JSON (discovery's findings and summary), shown parsed. */
 static const char *const host_json[] = {XM_H_FINDINGS, XM_H_SUMMARY, NULL};
 static const char *const host_numbers[] = {"port", "attempt", "updated", "discovered", NULL};
@@ -1317,6 +1347,22 @@ static int mig_active(struct api_req *r, const char *id)
     return active;
 }
 
+/* HSET the host queued in phase, its last error cleared. */
+static void add_host_queued(struct cmds *c, const char *id, const char *host, const char *phase)
+{
+    struct cmd *hs = cmds_add(c);
+    cmd_arg(hs, "HSET");
+    cmd_argf(hs, XM_HOST_FMT, id, host);
+    cmd_arg(hs, XM_H_PHASE);
+    cmd_arg(hs, phase);
+    cmd_arg(hs, XM_H_STATUS);
+    cmd_arg(hs, "queued");
+    cmd_arg(hs, XM_H_ERROR);
+    cmd_arg(hs, "");
+    cmd_arg(hs, XM_H_UPDATED);
+    cmd_argll(hs, job_now_us() / 1000);
+}
+
 /* Enqueue phase for the host as a new job (attempt 1) and mark it queued. */
 static void requeue(struct api_req *r, const char *id, const char *host, const char *phase,
                     const char *disk, const char *group, const char *member, const char *old_job,
@@ -1347,17 +1393,7 @@ static void requeue(struct api_req *r, const char *id, const char *host, const c
                             .member = member,
                             .payload = payload};
     job_spec_xadd(cmds_add(&c), &spec, job_now_us());
-    struct cmd *hs = cmds_add(&c);
-    cmd_arg(hs, "HSET");
-    cmd_argf(hs, XM_HOST_FMT, id, host);
-    cmd_arg(hs, XM_H_PHASE);
-    cmd_arg(hs, phase);
-    cmd_arg(hs, XM_H_STATUS);
-    cmd_arg(hs, "queued");
-    cmd_arg(hs, XM_H_ERROR);
-    cmd_arg(hs, "");
-    cmd_arg(hs, XM_H_UPDATED);
-    cmd_argll(hs, job_now_us() / 1000);
+    add_host_queued(&c, id, host, phase);
     char msg[120];
     snprintf(msg, sizeof(msg), "%s queued by %s", phase, r->token_name);
     add_event(&c, event, id, host, msg);
@@ -1405,6 +1441,166 @@ void mig_host_retry(struct api_req *r)
     }
     json_decref(job);
     freeReplyObject(h);
+}
+
+/*
+ * POST /v1/migrations/{id}/cutover[?hosts=a,b][&freeze=true]: the operator has stopped
+ * the applications; each host awaiting cutover (all, or those named) gets its final
+ * clone pass, which sends only what changed since the first and then hands off to
+ * convert. freeze=true also freezes the filesystems while that pass reads them. WATCHed,
+ * so two calls at once queue one final pass per host.
+ */
+void mig_cutover(struct api_req *r)
+{
+    const char *id = r->params[0];
+    char *hosts_q = api_query(r, "hosts"), *freeze_q = api_query(r, "freeze");
+    json_t *names = json_array(), *queued = NULL;
+    redisReply *set = NULL, *m = NULL;
+    struct err err = {0};
+    if (freeze_q && strcmp(freeze_q, "true") != 0 && strcmp(freeze_q, "false") != 0) {
+        api_reply_error(r, 400, "invalid_request", NULL, "freeze must be true or false");
+        goto out;
+    }
+    char mkey[200];
+    snprintf(mkey, sizeof(mkey), XM_MIG_FMT, id);
+    char skey[200];
+    snprintf(skey, sizeof(skey), XM_MIG_HOSTS_FMT, id);
+    if (!(set = api_cmd(r, &err, 3, (const char *[]){"SORT", skey, "ALPHA"}))) {
+        api_reply_unavailable(r, &err);
+        goto out;
+    }
+    if (hosts_q) {
+        for (const char *p = hosts_q; *p;) {
+            size_t n = strcspn(p, ",");
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)(n < 63 ? n : 63), p);
+            int known = 0;
+            for (size_t i = 0; i < set->elements; i++)
+                known |= strcmp(set->element[i]->str, name) == 0;
+            if (!known || n > 63) {
+                api_reply_error(r, 404, "not_found", NULL, "migration '%s' has no host '%.*s'", id,
+                                (int)(n < 100 ? n : 100), p);
+                goto out;
+            }
+            json_array_append_new(names, json_string(name));
+            p += n + (p[n] == ',');
+        }
+    } else {
+        for (size_t i = 0; i < set->elements; i++)
+            json_array_append_new(names, json_string(set->element[i]->str));
+    }
+    if (!json_array_size(names)) {
+        api_reply_error(r, 400, "invalid_request", NULL, "hosts names no host");
+        goto out;
+    }
+    const char *payload = freeze_q && strcmp(freeze_q, "true") == 0
+                              ? "{\"final\":true,\"freeze\":true}"
+                              : "{\"final\":true}";
+    for (int tries = 0; tries < 10; tries++) {
+        size_t nh = json_array_size(names);
+        struct cmd w;
+        cmd_init(&w);
+        cmd_arg(&w, "WATCH");
+        cmd_arg(&w, mkey);
+        for (size_t i = 0; i < nh; i++)
+            cmd_argf(&w, XM_HOST_FMT, id, json_string_value(json_array_get(names, i)));
+        redisReply *wr = NULL;
+        int prc = api_pipeline(r, &w, 1, &wr, &err);
+        cmd_release(&w);
+        api_free_replies(&wr, 1);
+        if (prc < 0) {
+            api_reply_unavailable(r, &err);
+            goto out;
+        }
+        if (m)
+            freeReplyObject(m);
+        if (!(m = load_mig(r, id)))
+            goto out;
+        const char *status = hash_get(m, "status"), *cutover = hash_get(m, "cutover");
+        if (!cutover || strcmp(cutover, "manual") != 0 || !status ||
+            strcmp(status, MIG_MIGRATING) != 0) {
+            api_reply_error(r, 409, "conflict", NULL,
+                            cutover && strcmp(cutover, "manual") == 0
+                                ? "migration '%s' is %s; cutover needs it migrating"
+                                : "migration '%s' does not wait for a cutover (it was created "
+                                  "with cutover \"auto\"; it is %s)",
+                            id, status ? status : "unknown");
+            api_unwatch(r);
+            goto out;
+        }
+        /* Each named host must be awaiting cutover; with none named, those that are. */
+        struct cmds c = {0};
+        cmd_arg(cmds_add(&c), "MULTI");
+        json_decref(queued);
+        queued = json_array();
+        char *busy = xstrdup("");
+        for (size_t i = 0; i < nh; i++) {
+            const char *host = json_string_value(json_array_get(names, i));
+            char hkey[300];
+            snprintf(hkey, sizeof(hkey), XM_HOST_FMT, id, host);
+            redisReply *h = api_cmd(r, &err, 4, (const char *[]){"HMGET", hkey, "status", "phase"});
+            if (!h) {
+                free(busy);
+                cmds_release(&c);
+                api_reply_unavailable(r, &err);
+                goto out;
+            }
+            const char *st = h->element[0]->type == REDIS_REPLY_STRING ? h->element[0]->str : "?";
+            const char *ph = h->element[1]->type == REDIS_REPLY_STRING ? h->element[1]->str : "?";
+            if (strcmp(st, "awaiting_cutover") != 0) {
+                char *more =
+                    xasprintf("%s%s%s is %s in %s", busy, busy[0] ? ", " : "", host, st, ph);
+                free(busy);
+                busy = more;
+                freeReplyObject(h);
+                continue;
+            }
+            freeReplyObject(h);
+            char job_id[33];
+            job_new_id(job_id);
+            struct job_spec spec = {
+                .id = job_id, .migration = id, .host = host, .phase = "clone", .payload = payload};
+            job_spec_xadd(cmds_add(&c), &spec, job_now_us());
+            add_host_queued(&c, id, host, "clone");
+            char msg[120];
+            snprintf(msg, sizeof(msg), "final clone pass queued by %s", r->token_name);
+            add_event(&c, "host.cutover", id, host, msg);
+            json_array_append_new(queued, json_pack("{s:s, s:s}", "host", host, "job", job_id));
+        }
+        if (!json_array_size(queued) || (hosts_q && busy[0])) {
+            api_reply_error(r, 409, "conflict", NULL,
+                            "only hosts awaiting_cutover can be cut over: %s",
+                            busy[0] ? busy : "no host named");
+            free(busy);
+            cmds_release(&c);
+            api_unwatch(r);
+            goto out;
+        }
+        free(busy);
+        cmd_arg(cmds_add(&c), "EXEC");
+        int rc = run_tx(r, &c, &err);
+        cmds_release(&c);
+        if (rc < 0) {
+            api_reply_unavailable(r, &err);
+            goto out;
+        }
+        if (rc == 0) {
+            api_reply_json(r, 202,
+                           json_pack("{s:s, s:s, s:O}", "migration", id, "status", "cutover",
+                                     "hosts", queued));
+            goto out;
+        }
+    }
+    api_reply_error(r, 409, "conflict", NULL, "migration '%s' is changing; try again", id);
+out:
+    if (set)
+        freeReplyObject(set);
+    if (m)
+        freeReplyObject(m);
+    json_decref(queued);
+    json_decref(names);
+    free(hosts_q);
+    free(freeze_q);
 }
 
 /* Phases that are safe to run again for one host: discovery re-reads facts, prep is

@@ -184,6 +184,53 @@ out:
     return rc;
 }
 
+#define CUTOVER_USAGE                                                                              \
+    "cutover MIGRATION [HOST]... [--freeze]   (every host awaiting cutover by default)"
+
+/*
+ * POST /v1/migrations/{id}/cutover[?hosts=a,b][&freeze=true]: once the applications are
+ * stopped, the final copy of the hosts awaiting cutover (then convert and import).
+ */
+int cmd_cutover(struct xmctl *x, int argc, char **argv)
+{
+    static const struct option opts[] = {{"freeze", no_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
+    int c, freeze = 0, rc = XMCTL_USAGE;
+    while ((c = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
+        if (c != 'f')
+            return xmctl_usage(CUTOVER_USAGE);
+        freeze = 1;
+    }
+    if (optind >= argc)
+        return xmctl_usage(CUTOVER_USAGE);
+    const char *id = argv[optind];
+    if (!xmctl_valid_segment("migration id", id))
+        return XMCTL_USAGE;
+    char *hosts = xstrdup(""), *path = NULL;
+    json_t *out = NULL;
+    for (int i = optind + 1; i < argc; i++) {
+        if (!xmctl_valid_segment("host name", argv[i]) || strlen(hosts) > 3800)
+            goto out;
+        char *more = xasprintf("%s%s%s", hosts, *hosts ? "," : "", argv[i]);
+        free(hosts);
+        hosts = more;
+    }
+    path = xasprintf("/v1/migrations/%s/cutover%s%s%s", id, *hosts ? "?hosts=" : "", hosts,
+                     freeze ? (*hosts ? "&freeze=true" : "?freeze=true") : "");
+    rc = xmctl_request(x, "POST", path, NULL, 1, &out);
+    if (rc == XMCTL_OK && !x->json) {
+        size_t i;
+        const json_t *h;
+        json_array_foreach(json_object_get(out, "hosts"), i, h)
+            printf("host %s: final copy queued as job %s\n", render_str(h, "host", "?"),
+                   render_str(h, "job", "?"));
+    }
+out:
+    json_decref(out);
+    free(path);
+    free(hosts);
+    return rc;
+}
+
 static int status_list(struct xmctl *x, int argc, char **argv)
 {
     static const struct option opts[] = {{"limit", required_argument, NULL, 'l'},

@@ -27,6 +27,8 @@ static const struct command {
     {"status", cmd_status, 1, "status [MIGRATION]", "one migration, or the list"},
     {"watch", cmd_watch, 1, "watch MIGRATION [--interval S] [--give-up-after S]",
      "follow it until it ends"},
+    {"cutover", cmd_cutover, 1, "cutover MIGRATION [HOST]... [--freeze]",
+     "final copy of hosts awaiting cutover (all by default)"},
     {"retry", cmd_retry, 1, "retry MIGRATION [HOST]...", "retry failed hosts (all by default)"},
     {"cancel", cmd_cancel, 1, "cancel MIGRATION", "no new phase starts"},
     {"rollback", cmd_rollback, 1, "rollback MIGRATION", "delete what it created in the cloud"},

@@ -147,7 +147,7 @@ void render_migration(FILE *f, const json_t *m)
             snprintf(attempt, sizeof(attempt), "%lld", a);
         fprintf(f, "  %-20s %-10s %-9s %-7s %s\n", render_str(h, "name", "?"),
                 render_str(h, "phase", "-"), render_str(h, "status", "-"), attempt,
-                render_str(h, "error", render_str(h, "address", "")));
+                render_str(h, "waiting", render_str(h, "error", render_str(h, "address", ""))));
         size_t j;
         const json_t *fi;
         json_array_foreach(json_object_get(h, "findings"), j, fi)

@@ -224,6 +224,15 @@ static void draw(struct watch *w)
     {
         const char *name = render_str(h, "name", "?");
         const char *err = render_str(h, "error", "");
+        const char *waiting = render_str(h, "waiting", "");
+        char hint[200];
+        if (waiting[0]) {
+            err = waiting;
+        } else if (strcmp(render_str(h, "status", ""), "awaiting_cutover") == 0) {
+            snprintf(hint, sizeof(hint), "stop its applications, then: xmctl cutover %s %s", w->id,
+                     name);
+            err = hint;
+        }
         char attempt[32] = "";
         if (render_int(h, "attempt", 1) > 1)
             snprintf(attempt, sizeof(attempt), "attempt %lld", render_int(h, "attempt", 1));

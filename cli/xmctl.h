@@ -143,6 +143,7 @@ int cmd_migrate(struct xmctl *x, int argc, char **argv);
 int cmd_approve(struct xmctl *x, int argc, char **argv);
 int cmd_status(struct xmctl *x, int argc, char **argv);
 int cmd_retry(struct xmctl *x, int argc, char **argv);
+int cmd_cutover(struct xmctl *x, int argc, char **argv);
 int cmd_cancel(struct xmctl *x, int argc, char **argv);
 int cmd_rollback(struct xmctl *x, int argc, char **argv);
 int cmd_watch(struct xmctl *x, int argc, char **argv);

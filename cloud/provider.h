@@ -139,6 +139,11 @@ struct provider_ops {
      * Azure a fixed VHD page blob (FIXED layout), GCP a gzip'd tar joined by compose
      * (CONCAT layout). Providers that import from snapshots (AWS EBS: disk_*) leave
      * image_format NULL. Every call is safe to repeat.
+     * A provider with disk_* that also has image_* (AWS) converts into an image file only
+     * when the migration asks for one (its "aws_import" field: "raw" or "vmdk"); the worker
+     * picks the format, and AWS tells the two apart by fixed_size (raw > 0, vmdk 0). Such
+     * a provider has no image_write: its pieces are objects, so a FIXED (raw) shard is sent
+     * as one piece with its zeros written out, and image_finish joins npieces.
      *
      * image_format: the convert format the cloud imports ("vhd", "gce-tar").
      * image_begin: make (or find again) the image of a disk; fixed_size > 0 for FIXED
@@ -171,6 +176,13 @@ struct provider_ops {
      * disks and images first).
      */
     int (*teardown)(struct provider *p, const char *migration, struct err *err);
+    /*
+     * Rollback, once the cloud resources are gone: delete everything the migration stored
+     * in the object storage ("xmigrate/<migration>/": chunks, manifests, image files),
+     * however far it got; safe to repeat. *deleted counts the objects removed.
+     */
+    int (*storage_delete)(struct provider *p, const char *migration, long long *deleted,
+                          struct err *err);
     /* Register the image from the boot disk, start the VM, wait until it runs. */
     int (*vm_launch)(struct provider *p, const struct vm_launch_spec *spec,
                      struct vm_launch_result *out, struct err *err);

@@ -93,6 +93,11 @@ static const struct config_var vars[] = {
     STR("XM_SCHEMAS_DIR", schemas_dir, XM_SCHEMAS_DEFAULT, NULL, "folder of JSON Schemas"),
     STR("XM_AWS_ENDPOINT", aws_endpoint, "", NULL,
         "base URL for every AWS service (an emulator); empty: AWS itself"),
+    STR("XM_AWS_EC2IMPORT_ENDPOINT", aws_ec2import_endpoint, "", NULL,
+        "base URL for VM Import/Export calls (a fake, as moto lacks them); empty: "
+        "XM_AWS_ENDPOINT's EC2"),
+    INT("XM_AWS_IMPORT_POLL_MS", aws_import_poll_ms, "5000", 10, 600000,
+        "first pause between looks at a VM Import task (it doubles up to 30 s)"),
     STR("XM_AWS_BUCKET", aws_bucket, "", NULL,
         "S3 bucket for disk chunks; empty: xmigrate-<hash of key and region>"),
     STR("XM_AZURE_LOGIN_ENDPOINT", azure_login_endpoint, "", NULL,
@@ -123,6 +128,9 @@ static const struct config_var vars[] = {
     INT("XM_AGENT_PARALLEL", agent_parallel, "4", 1, 64, "uploads in flight per disk"),
     INT("XM_AGENT_LIMIT_MBPS", agent_limit_mbps, "0", 0, 100000,
         "bandwidth cap per disk copy in Mbit/s (0: none)"),
+    INT("XM_MAX_CLONING", max_cloning, "4", 1, 1000,
+        "hosts of one migration copying their disks at once, when the migration does not "
+        "say (max_cloning)"),
     SECRET("XM_MASTER_KEY", master_key, "AES-256-GCM key for secrets at rest (64 hex digits)"),
     SECRET("XM_BOOTSTRAP_TOKEN", bootstrap_token,
            "API token stored at start-up when no token exists yet"),

@@ -56,6 +56,8 @@ struct config {
     char *gcp_compute_endpoint; /* Compute Engine; empty: the real one */
     char *tls_ca_file;
     char *aws_bucket; /* chunk bucket; empty: one derived from the access key and region */
+    char *aws_ec2import_endpoint; /* ImportImage & co. (tests: a fake); empty: EC2's endpoint */
+    long long aws_import_poll_ms; /* first pause between DescribeImportImageTasks */
     /* Ansible phases */
     char *playbooks_dir;
     long long convert_shard_mb; /* disk MiB per convert shard */
@@ -67,6 +69,7 @@ struct config {
     long long discovery_wait_s;
     long long agent_parallel;
     long long agent_limit_mbps;
+    long long max_cloning; /* hosts of one migration cloning at once, unless it says */
     /* secrets */
     char *master_key;
     char *bootstrap_token;

@@ -34,6 +34,7 @@
 
 /* State hashes. */
 #define XM_MIG_FMT "xm:mig:%s"
+#define XM_M_AWS_IMPORT "aws_import" /* migration field: ebs (default), raw or vmdk */
 #define XM_MIG_HOSTS_FMT "xm:mig:%s:hosts"
 #define XM_HOST_FMT "xm:host:%s:%s"
 #define XM_DISK_FMT "xm:disk:%s:%s:%s"
@@ -46,6 +47,8 @@
 #define XM_HOST_RECORD_FMT "xm:host:%s:%s:record"
 /* Disks of one host: set of disk ids (each has its xm:disk hash). */
 #define XM_HOST_DISKS_FMT "xm:host:%s:%s:disks"
+/* Hosts of a migration holding a clone slot (set; see workers/clone/clone.c). */
+#define XM_MIG_CLONING_FMT "xm:mig:%s:cloning"
 /* Cloud resources a migration created (set of "<kind>:<id>"), listed on cancel. */
 #define XM_MIG_RESOURCES_FMT "xm:mig:%s:resources"
 /* The last prep run of one host (hash: job, dry_run, finished, distribution, backup,
@@ -97,6 +100,7 @@
 #define XM_H_ATTEMPT "attempt"
 #define XM_H_UPDATED "updated"
 #define XM_H_FAILED_JOB "failed_job" /* the job that failed for good (JSON), for retry */
+#define XM_H_WAITING "waiting" /* why its queued job waits (a limit reached), else empty */
 /* Written by discovery. */
 #define XM_H_DISCOVERY "discovery"             /* discovered, unreachable or failed */
 #define XM_H_DISCOVERY_ERROR "discovery_error" /* why not discovered (Ansible's message) */

@@ -86,6 +86,7 @@ struct job_result {
     struct hset *hsets;
     size_t n_hsets;
     char *message;
+    long long wait_ms; /* > 0: not now (job_result_wait) */
 };
 
 void job_result_next(struct job_result *r, const char *phase, const char *disk, const char *payload)
@@ -130,15 +131,29 @@ void job_result_hincrby(struct job_result *r, const char *key, const char *field
     h->incr = by;
 }
 
-void job_result_message(struct job_result *r, const char *fmt, ...)
+static void set_message(struct job_result *r, const char *fmt, va_list ap)
 {
     char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
     free(r->message);
     r->message = xstrdup(buf);
+}
+
+void job_result_message(struct job_result *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(r, fmt, ap);
+    va_end(ap);
+}
+
+void job_result_wait(struct job_result *r, long long delay_ms, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_message(r, fmt, ap);
+    va_end(ap);
+    r->wait_ms = delay_ms > 0 ? delay_ms : 1;
 }
 
 static void job_result_release(struct job_result *r)
@@ -562,6 +577,8 @@ static int append_host_state(struct worker *w, const struct job *job, enum host_
         cmd_arg(c, XM_H_ERROR);
         cmd_arg(c, error);
     }
+    cmd_arg(c, XM_H_WAITING); /* append_wait() sets it again when that is why */
+    cmd_arg(c, "");
     cmd_append(w->ctx, c);
     if (s == HOST_FAILED || (s == HOST_DONE && strcmp(phase, "import") == 0))
         return 1 + append_migration_end(w, job);
@@ -570,7 +587,14 @@ static int append_host_state(struct worker *w, const struct job *job, enum host_
 
 /* ---------------------------------------------------------------- settling a job */
 
-enum settle { SETTLE_DONE, SETTLE_RETRY, SETTLE_DEAD, SETTLE_RELEASE, SETTLE_CANCELLED };
+enum settle {
+    SETTLE_DONE,
+    SETTLE_RETRY,
+    SETTLE_DEAD,
+    SETTLE_RELEASE,
+    SETTLE_CANCELLED,
+    SETTLE_WAIT,
+};
 
 /* The id a job counts as in its fan-in group: its own, or the member it continues. */
 static const char *job_member(const struct job *job)
@@ -804,6 +828,34 @@ static int append_retry(struct worker *w, const struct job *job, const struct er
     return queued + 1;
 }
 
+/* WAIT: the handler said "not now" (job_result_wait): the same attempt back in the
+ * delayed set, due after the delay it asked for; the host shows queued with the reason. */
+static int append_wait(struct worker *w, const struct job *job, const struct job_result *res,
+                       long long picked_us)
+{
+    char *member = delayed_member(job, job->attempt);
+    struct cmd *c = &w->cmd;
+    cmd_reset(c);
+    cmd_arg(c, "ZADD");
+    cmd_arg(c, w->delayed);
+    cmd_argll(c, job_now_us() / 1000 + res->wait_ms);
+    cmd_arg(c, member);
+    cmd_append(w->ctx, c);
+    free(member);
+    int queued = 1 + append_host_state(w, job, HOST_QUEUED, job->phase, NULL);
+    if (queued > 1) {
+        cmd_reset(c);
+        cmd_arg(c, "HSET");
+        cmd_argf(c, XM_HOST_FMT, job->migration, job->host);
+        cmd_arg(c, XM_H_WAITING);
+        cmd_arg(c, res->message);
+        cmd_append(w->ctx, c);
+        queued++;
+    }
+    append_event(w, job, "job.waiting", NULL, res->message, picked_us, NULL, ERR_NONE);
+    return queued + 1;
+}
+
 /* DEAD: the whole job and its error into xm:dead, the host failed with the reason and
  * the failed job kept on it for the API's retry. */
 static int append_dead(struct worker *w, const struct job *job, const struct err *jerr,
@@ -957,6 +1009,9 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
         case SETTLE_RELEASE:
             queued += append_release(w, job, picked_us);
             break;
+        case SETTLE_WAIT:
+            queued += append_wait(w, job, res, picked_us);
+            break;
         }
         crash_point(w, "before_exec");
         int rc = exec_tx(w, queued, err);
@@ -1109,7 +1164,12 @@ static int run_job(struct worker *w, struct job *job, long long picked_us, int m
     crash_point(w, "handled");
 
     char qerr[ERR_MSG_MAX + 8];
-    if (rc == 0) {
+    if (rc == 0 && res.wait_ms > 0) {
+        how = SETTLE_WAIT;
+        log_debug("job waits", "consumer=%s migration=%s host=%s job=%s ms=%lld reason=%s",
+                  w->consumer, job->migration, job->host, job->id, res.wait_ms,
+                  log_quote(qerr, sizeof(qerr), res.message));
+    } else if (rc == 0) {
         how = SETTLE_DONE;
         log_debug("job done", "consumer=%s migration=%s host=%s disk=%s job=%s id=%s ms=%lld",
                   w->consumer, job->migration, job->host, job->disk, job->id, job->entry, took);

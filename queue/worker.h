@@ -27,6 +27,9 @@
  *      +-- permanent error, -> DEAD     one MULTI/EXEC: XACK, xm:done:<job> = dead,
  *          or last attempt              entry in xm:dead with error and attempts, host
  *                                       marked failed with the reason, event.
+ *      +-- handler says wait -> WAITING  (job_result_wait) one MULTI/EXEC: XACK, ZADD
+ *      |                                xm:delayed:<phase> with the SAME attempt, due
+ *      |                                after the delay asked for; host queued + reason.
  *      +-- migration cancelled -> CANCELLED  (checked when the job is taken) XACK,
  *      |                                xm:done:<job> = cancelled, event; nothing next.
  *      +-- SIGTERM while the handler was told to stop (transient error while
@@ -93,10 +96,19 @@ void job_result_next_host(struct job_result *r, const char *phase, const char *h
                           const char *disk, const char *payload);
 /* The next jobs form one fan-in group (see above). */
 void job_result_fanout(struct job_result *r);
-/* HSET key field value in the completion transaction. Copied. */
+/* HSET key field value in the completion transaction, after the runtime's own update of
+ * the host record (so a handler may set the host's status, e.g. awaiting_cutover). */
 void job_result_hset(struct job_result *r, const char *key, const char *field, const char *value);
 /* HINCRBY key field by in the same transaction: counters a job adds to exactly once. */
 void job_result_hincrby(struct job_result *r, const char *key, const char *field, long long by);
+/*
+ * Not now: the job goes back, with the same attempt, and is offered again after
+ * delay_ms (the handler found a limit reached, e.g. a migration's max_cloning). Nothing
+ * is handed off; the host shows queued with the reason in its "waiting" field, and a
+ * job.waiting event carries it. Waiting never counts as a failed attempt.
+ */
+void job_result_wait(struct job_result *r, long long delay_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* A one-line summary for the event. */
 void job_result_message(struct job_result *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

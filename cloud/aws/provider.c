@@ -5,6 +5,11 @@
  * The credential is the sealed "aws" secret of schemas/credential_create.json:
  * access_key_id, secret_access_key, optional session_token. XM_AWS_ENDPOINT sends every
  * service to one base URL (an emulator); XM_TLS_CA_FILE names a CA bundle.
+ *
+ * Disks become EBS snapshots (disk_*), unless the migration asks for an image file
+ * ("aws_import": "raw" or "vmdk"): then the convert worker writes it through image_* into
+ * S3 (aws/s3image.h) and vm_launch imports it with ImportImage (aws/s3import.h), whose
+ * calls go to XM_AWS_EC2IMPORT_ENDPOINT when set (moto lacks VM Import: tests use a fake).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,8 @@
 #include "aws/ebs.h"
 #include "aws/ec2net.h"
 #include "aws/s3.h"
+#include "aws/s3image.h"
+#include "aws/s3import.h"
 #include "aws/vm.h"
 #include "config.h"
 #include "log.h"
@@ -23,8 +30,11 @@
 
 struct provider {
     struct aws *aws;
+    struct aws *imp; /* VM Import calls when XM_AWS_EC2IMPORT_ENDPOINT is set, else NULL */
     char access_key[129];
 };
+
+#define IMPORT_TIMEOUT_S (4 * 3600) /* an ImportImage task; a re-run waits on for it */
 
 static struct provider *aws_open(const json_t *secret, const char *region, struct err *err)
 {
@@ -49,8 +59,18 @@ static struct provider *aws_open(const json_t *secret, const char *region, struc
     struct aws *a = aws_new(&cfg, err);
     if (!a)
         return NULL;
+    struct aws *imp = NULL;
+    if (xm_config.aws_ec2import_endpoint && xm_config.aws_ec2import_endpoint[0]) {
+        cfg.endpoint_ec2 = xm_config.aws_ec2import_endpoint;
+        imp = aws_new(&cfg, err);
+        if (!imp) {
+            aws_free(a);
+            return NULL;
+        }
+    }
     struct provider *p = xcalloc(1, sizeof(*p));
     p->aws = a;
+    p->imp = imp;
     xstrlcpy(p->access_key, key, sizeof(p->access_key));
     return p;
 }
@@ -60,6 +80,7 @@ static void aws_close(struct provider *p)
     if (!p)
         return;
     aws_free(p->aws);
+    aws_free(p->imp);
     free(p);
 }
 
@@ -123,18 +144,51 @@ static void launch_resource(struct vm_launch_result *out, const char *kind, cons
                  id);
 }
 
-/* RegisterImage from the snapshot (found again by name on a re-run), RunInstances (found
- * again by tags), then wait for "running". */
+static void bucket_name(struct provider *p, char *out, size_t size);
+
+/* Instances, images and snapshots by tag (the EBS and the ImportImage path tag alike),
+ * then the image files the ImportImage path left in S3. */
 static int aws_teardown(struct provider *p, const char *migration, struct err *err)
 {
     struct vm_deleted rep;
     if (vm_delete_migration(p->aws, migration, 600, &rep, err) < 0)
         return -1;
-    log_info("rollback: instances, images and snapshots deleted",
+    char bucket[64];
+    size_t files = 0;
+    bucket_name(p, bucket, sizeof(bucket));
+    if (s3image_delete_migration(p->aws, bucket, migration, &files, err) < 0)
+        return -1;
+    log_info("rollback: instances, images, snapshots and image files deleted",
              "migration=%s instances=%d "
-             "images=%d snapshots=%d",
-             migration, rep.instances, rep.images, rep.snapshots);
+             "images=%d snapshots=%d image_files=%zu",
+             migration, rep.instances, rep.images, rep.snapshots, files);
     return 0;
+}
+
+/* The AMI: ImportImage of images in S3 (s3://...), or RegisterImage from the snapshot
+ * (found again by name on a re-run). */
+static int launch_image(struct provider *p, const struct vm_launch_spec *spec, const char *name,
+                        const struct vm_tags *tags, char image[VM_ID_MAX], struct err *err)
+{
+    if (s3import_is_ref(spec->boot_image)) {
+        struct s3import_spec ss = {.migration = spec->migration,
+                                   .host = spec->host,
+                                   .boot = spec->boot_image,
+                                   .data = spec->data_images,
+                                   .n_data = spec->n_data_images,
+                                   .arch = spec->arch,
+                                   .boot_mode = spec->boot_mode,
+                                   .name = name,
+                                   .timeout_s = IMPORT_TIMEOUT_S,
+                                   .poll_ms = (long)xm_config.aws_import_poll_ms};
+        return s3import_ami(p->aws, p->imp ? p->imp : p->aws, &ss, image, err);
+    }
+    struct vm_image_spec is = {.snapshot_id = spec->boot_image,
+                               .name = name,
+                               .arch = spec->arch,
+                               .boot_mode = spec->boot_mode,
+                               .tags = *tags};
+    return vm_register_image(p->aws, &is, image, err);
 }
 
 static int aws_vm_launch(struct provider *p, const struct vm_launch_spec *spec,
@@ -144,12 +198,8 @@ static int aws_vm_launch(struct provider *p, const struct vm_launch_spec *spec,
     char name[160], image[VM_ID_MAX];
     snprintf(name, sizeof(name), "xmigrate-%s-%s", spec->migration, spec->host);
     struct vm_tags tags = {.migration = spec->migration, .host = spec->host, .name = name};
-    struct vm_image_spec is = {.snapshot_id = spec->boot_image,
-                               .name = name,
-                               .arch = spec->arch,
-                               .boot_mode = spec->boot_mode,
-                               .tags = tags};
-    if (vm_register_image(p->aws, &is, image, err) < 0 ||
+    /* RunInstances (found again by tags) from the image, then wait for "running". */
+    if (launch_image(p, spec, name, &tags, image, err) < 0 ||
         vm_wait_image(p->aws, image, 600, err) < 0)
         return -1;
     xstrlcpy(out->image_id, image, sizeof(out->image_id));
@@ -190,6 +240,22 @@ static int aws_storage_ensure(struct provider *p, char *bucket, size_t size, str
 {
     bucket_name(p, bucket, size);
     return s3_bucket_ensure(p->aws, bucket, 30, err);
+}
+
+static int aws_storage_delete(struct provider *p, const char *migration, long long *deleted,
+                              struct err *err)
+{
+    char bucket[128], prefix[200];
+    bucket_name(p, bucket, sizeof(bucket));
+    snprintf(prefix, sizeof(prefix), "xmigrate/%s/", migration);
+    size_t n = 0;
+    int rc = s3_delete_prefix(p->aws, bucket, prefix, 0, &n, err);
+    *deleted = (long long)n;
+    if (rc < 0 && strstr(err->msg, "NoSuchBucket")) { /* never made: nothing was stored */
+        err_clear(err);
+        rc = 0;
+    }
+    return rc;
 }
 
 static int aws_write_urls(struct provider *p, const char *migration, const char *host,
@@ -294,6 +360,60 @@ static int aws_disk_finish(struct provider *p, const char *ref, long long blocks
     return ebs_wait_completed(p->aws, ref, 3600, err);
 }
 
+/* ---------------------------------------------------------------- image files in S3 */
+
+/* ref is "<bucket>/<key>": split into caller buffers. */
+static int split_ref(const char *ref, char bucket[64], const char **key, struct err *err)
+{
+    const char *slash = strchr(ref, '/');
+    if (!slash || slash == ref || slash - ref >= 64 || !slash[1])
+        return err_set(err, ERR_PERMANENT, "aws: image reference '%.200s' is not bucket/key", ref);
+    snprintf(bucket, 64, "%.*s", (int)(slash - ref), ref);
+    *key = slash + 1;
+    return 0;
+}
+
+/* The two formats ImportImage takes from xmigrate differ in layout: raw is the FIXED one
+ * (fixed_size > 0, the disk size), stream-optimized VMDK the CONCAT one (0). S3 has no
+ * sparse objects, so raw pieces arrive with their zeros (the convert worker's sink fills
+ * them in) and both are joined the same way. */
+static int aws_image_begin(struct provider *p, const char *migration, const char *host,
+                           const char *disk, unsigned long long fixed_size,
+                           char ref[PROVIDER_REF_MAX], struct err *err)
+{
+    char bucket[64], key[S3_KEY_MAX + 1];
+    bucket_name(p, bucket, sizeof(bucket));
+    if (s3image_key(migration, host, disk, fixed_size ? "raw" : "vmdk", key, sizeof(key), err) <
+        0)
+        return -1;
+    int n = snprintf(ref, PROVIDER_REF_MAX, "%s/%s", bucket, key);
+    if (n < 0 || n >= PROVIDER_REF_MAX)
+        return err_set(err, ERR_PERMANENT, "aws: image name of disk '%s' is too long", disk);
+    return s3image_begin(p->aws, bucket, key, err);
+}
+
+static int aws_image_put_piece(struct provider *p, const char *ref, size_t i, const void *buf,
+                               size_t len, struct err *err)
+{
+    char bucket[64];
+    const char *key = NULL;
+    if (split_ref(ref, bucket, &key, err) < 0)
+        return -1;
+    return s3image_put_piece(p->aws, bucket, key, i, buf, len, err);
+}
+
+static int aws_image_finish(struct provider *p, const char *ref, size_t npieces,
+                            char image[PROVIDER_REF_MAX], struct err *err)
+{
+    char bucket[64];
+    const char *key = NULL;
+    if (split_ref(ref, bucket, &key, err) < 0 ||
+        s3image_join(p->aws, bucket, key, npieces, NULL, err) < 0)
+        return -1;
+    snprintf(image, PROVIDER_REF_MAX, S3IMPORT_SCHEME "%s/%s", bucket, key);
+    return 0;
+}
+
 const struct provider_ops aws_provider = {
     .cloud = "aws",
     .open = aws_open,
@@ -303,10 +423,15 @@ const struct provider_ops aws_provider = {
     .teardown = aws_teardown,
     .vm_launch = aws_vm_launch,
     .storage_ensure = aws_storage_ensure,
+    .storage_delete = aws_storage_delete,
     .write_urls = aws_write_urls,
     .read_url = aws_read_url,
     .read_object = aws_read_object,
     .disk_begin = aws_disk_begin,
     .disk_write = aws_disk_write,
     .disk_finish = aws_disk_finish,
+    /* image_format stays NULL: EBS is the default; "aws_import" picks these. */
+    .image_begin = aws_image_begin,
+    .image_put_piece = aws_image_put_piece,
+    .image_finish = aws_image_finish,
 };

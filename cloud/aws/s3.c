@@ -1006,6 +1006,107 @@ int s3_multipart_list_parts(struct aws *a, const char *bucket, const char *key,
     return 0;
 }
 
+int s3_multipart_copy_part(struct aws *a, const char *bucket, const char *key,
+                           const char *upload_id, int number, const char *src_key, uint64_t off,
+                           uint64_t len, char etag[S3_ETAG_MAX], struct err *err)
+{
+    etag[0] = '\0';
+    if (check_upload(bucket, key, upload_id, err) < 0 || check_key("source key", src_key, 0, err) < 0)
+        return fail(err, "copy part", bucket, key);
+    if (number < 1 || number > S3_PARTS_MAX || len == 0 || len > S3_PUT_MAX) {
+        err_set(err, ERR_PERMANENT, "part %d of %" PRIu64 " bytes from '%.200s' is out of bounds",
+                number, len, src_key);
+        return fail(err, "copy part", bucket, key);
+    }
+    char *path = object_path(bucket, key);
+    char *enc = sigv4_uri_encode(upload_id, 0);
+    char *query = xasprintf("partNumber=%d&uploadId=%s", number, enc);
+    char *src = sigv4_uri_encode(src_key, 1);
+    char *source = xasprintf("x-amz-copy-source: /%s/%s", bucket, src);
+    char *range =
+        xasprintf("x-amz-copy-source-range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+    struct aws_request req = {.service = "s3",
+                              .method = "PUT",
+                              .path = path,
+                              .query = query,
+                              .headers = {source, range},
+                              .n_headers = 2};
+    struct http_response resp;
+    http_response_init(&resp);
+    int rc = aws_call(a, &req, &resp, err);
+    xmlDoc *doc = rc == 0 ? xml_parse(&resp) : NULL;
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    if (rc == 0 && root && is_element(root, "Error")) { /* a failure inside a 200 reply */
+        char *code = child_text(root, "Code"), *msg = child_text(root, "Message");
+        rc = err_set(err, code_kind(code), "%s%s%s (in a 200 reply)", code ? code : "error",
+                     msg ? ": " : "", msg ? msg : "");
+        free(code);
+        free(msg);
+    } else if (rc == 0) {
+        char *e = root ? child_text(root, "ETag") : NULL;
+        if (e && e[0])
+            copy_etag(e, etag);
+        else
+            rc = err_set(err, ERR_PERMANENT, "UploadPartCopy reply without an ETag");
+        free(e);
+    }
+    if (rc < 0)
+        err_prefix(err, "from '%.200s' bytes %" PRIu64 "+%" PRIu64, src_key, off, len);
+    xmlFreeDoc(doc);
+    http_response_release(&resp);
+    free(range);
+    free(source);
+    free(src);
+    free(query);
+    free(enc);
+    free(path);
+    return rc < 0 ? fail(err, "copy part", bucket, key) : 0;
+}
+
+int s3_multipart_uploads(struct aws *a, const char *bucket, const char *key, char ***ids, size_t *n,
+                         struct err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    if (check_bucket(bucket, err) < 0 || check_key("key", key, 0, err) < 0)
+        return fail(err, "list uploads", bucket, key);
+    char *path = xasprintf("/%s", bucket);
+    char *enc = sigv4_uri_encode(key, 0);
+    char *query = xasprintf("max-uploads=%d&prefix=%s&uploads=", S3_PAGE_MAX, enc);
+    struct aws_request req = {.service = "s3", .method = "GET", .path = path, .query = query};
+    struct http_response resp;
+    http_response_init(&resp);
+    int rc = aws_call(a, &req, &resp, err);
+    xmlDoc *doc = rc == 0 ? xml_parse(&resp) : NULL;
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    if (rc == 0 && !root)
+        rc = err_set(err, ERR_PERMANENT, "ListMultipartUploads reply is not XML");
+    for (xmlNode *c = root ? root->children : NULL; rc == 0 && c; c = c->next) {
+        if (!is_element(c, "Upload"))
+            continue;
+        char *k = child_text(c, "Key"), *id = child_text(c, "UploadId");
+        if (k && id && id[0] && strcmp(k, key) == 0) {
+            *ids = xrealloc(*ids, sizeof(**ids) * (*n + 1));
+            (*ids)[(*n)++] = id;
+            id = NULL;
+        }
+        free(k);
+        free(id);
+    }
+    xmlFreeDoc(doc);
+    http_response_release(&resp);
+    free(query);
+    free(enc);
+    free(path);
+    if (rc < 0) {
+        aws_strv_free(*ids, *n);
+        *ids = NULL;
+        *n = 0;
+        return fail(err, "list uploads", bucket, key);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- presigned URLs */
 
 char *s3_presign(struct aws *a, const char *method, const char *bucket, const char *key,

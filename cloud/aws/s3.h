@@ -178,6 +178,25 @@ int s3_multipart_list_parts(struct aws *a, const char *bucket, const char *key,
                             const char *upload_id, struct s3_part **parts, size_t *n,
                             struct err *err);
 
+/*
+ * UploadPartCopy: part number (1..S3_PARTS_MAX) of the upload of bucket/key is the byte
+ * range off..off+len-1 of bucket/src_key (same bucket; len 1..5 GiB; the same size rules
+ * as s3_multipart_upload_part). The copy happens inside S3: nothing is downloaded. etag
+ * (caller storage) receives the part's ETag. A failure S3 reports inside a 200 reply is an
+ * error too. 0, or -1 with err naming the source key.
+ */
+int s3_multipart_copy_part(struct aws *a, const char *bucket, const char *key,
+                           const char *upload_id, int number, const char *src_key, uint64_t off,
+                           uint64_t len, char etag[S3_ETAG_MAX], struct err *err);
+
+/*
+ * The multipart uploads of exactly bucket/key still in progress (ListMultipartUploads
+ * with the key as prefix, first S3_PAGE_MAX only), to abort ones a crashed writer left:
+ * *ids is a new array of *n new strings (free with aws_strv_free). 0, or -1 with err.
+ */
+int s3_multipart_uploads(struct aws *a, const char *bucket, const char *key, char ***ids, size_t *n,
+                         struct err *err);
+
 /* ---- presigned URLs ------------------------------------------------------------------ */
 
 /*

@@ -170,6 +170,16 @@ static int check_spec(enum vmimport_kind kind, const struct vmimport_spec *s, st
     if (s->client_token && !valid_token(s->client_token))
         return err_set(err, ERR_PERMANENT,
                        "vmimport: a client token is 1 to 64 printable ASCII characters");
+    if (s->n_data_keys > VMIMPORT_DATA_MAX || (kind == VMIMPORT_SNAPSHOT && s->n_data_keys))
+        return err_set(err, ERR_PERMANENT,
+                       "vmimport: at most %d data disks, and only for an image import",
+                       VMIMPORT_DATA_MAX);
+    for (size_t i = 0; i < s->n_data_keys; i++)
+        if (!valid_key(s->data_keys[i]))
+            return err_set(err, ERR_PERMANENT,
+                           "vmimport: data disk %zu: an object key is 1 to 1024 bytes without "
+                           "control characters",
+                           i + 1);
     if (kind == VMIMPORT_SNAPSHOT && (s->boot_mode || s->arch))
         return err_set(err, ERR_PERMANENT,
                        "vmimport: a snapshot import takes no boot mode or architecture");
@@ -447,7 +457,8 @@ static int start(struct aws *a, enum vmimport_kind kind, const struct vmimport_s
         return 0;
 
     const char *fmt = format_param(s->format);
-    const char *p[64];
+    const char *p[64 + 6 * VMIMPORT_DATA_MAX];
+    char names[VMIMPORT_DATA_MAX][3][48]; /* the data disks' parameter names */
     size_t n = 0;
     p[0] = NULL;
     const size_t cap = XM_ARRAY_LEN(p);
@@ -456,6 +467,15 @@ static int start(struct aws *a, enum vmimport_kind kind, const struct vmimport_s
         put(p, &n, cap, "DiskContainer.1.UserBucket.S3Bucket", s->bucket);
         put(p, &n, cap, "DiskContainer.1.UserBucket.S3Key", s->key);
         put(p, &n, cap, "DiskContainer.1.Description", desc);
+        for (size_t i = 0; i < s->n_data_keys; i++) {
+            snprintf(names[i][0], sizeof(names[i][0]), "DiskContainer.%zu.Format", i + 2);
+            snprintf(names[i][1], sizeof(names[i][1]), "DiskContainer.%zu.UserBucket.S3Bucket",
+                     i + 2);
+            snprintf(names[i][2], sizeof(names[i][2]), "DiskContainer.%zu.UserBucket.S3Key", i + 2);
+            put(p, &n, cap, names[i][0], fmt);
+            put(p, &n, cap, names[i][1], s->bucket);
+            put(p, &n, cap, names[i][2], s->data_keys[i]);
+        }
         put(p, &n, cap, "Platform", "Linux");
         if (s->boot_mode)
             put(p, &n, cap, "BootMode", s->boot_mode);

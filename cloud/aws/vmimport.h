@@ -79,7 +79,12 @@ struct vmimport_spec {
     const char *role_name;    /* NULL: the default "vmimport" (not sent) */
     const char *client_token; /* NULL: vmimport_client_token(kind, &tags) */
     struct ebs_tags tags;     /* migration, host, disk: each 1..256 bytes */
+    /* image only: more disks of the same machine, in the same bucket and format, sent as
+     * DiskContainer.2.. after the boot disk (key); at most VMIMPORT_DATA_MAX */
+    const char *const *data_keys;
+    size_t n_data_keys;
 };
+#define VMIMPORT_DATA_MAX 16
 
 /* A task as the last Describe (or Import) reply showed it; "" for what it lacked. */
 struct vmimport_task {

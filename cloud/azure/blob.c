@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "aws/aws.h"
+#include "aws/sigv4.h"
 #include "azure/sharedkey.h"
 #include "xmalloc.h"
 
@@ -410,6 +411,71 @@ int blob_delete(struct blob *b, const char *container, const char *name, struct 
     static const int ok[] = {404, 0};
     struct call c = {.b = b, .method = "DELETE", .container = container, .name = name, .ok = ok};
     return call_simple(&c, err);
+}
+
+int blob_list(struct blob *b, const char *container, const char *prefix, char ***names, size_t *n,
+              struct err *err)
+{
+    static const int ok[] = {404, 0}; /* ContainerNotFound: nothing stored yet */
+    *names = NULL;
+    *n = 0;
+    /* Prefixes are blob names' leading part: the same characters, none needing escapes. */
+    if (prefix[0] && check_names(container, prefix, err) < 0)
+        return -1;
+    char *marker = NULL;
+    int rc = 0;
+    do {
+        char *query = xasprintf("comp=list&prefix=%s&restype=container%s%s", prefix,
+                                marker ? "&marker=" : "", marker ? marker : "");
+        struct call c = {.b = b,
+                         .method = "GET",
+                         .container = container,
+                         .query = query,
+                         .max_response = BLOB_LIST_MAX,
+                         .ok = ok};
+        struct http_response resp;
+        rc = call(&c, &resp, err);
+        free(query);
+        free(marker);
+        marker = NULL;
+        if (rc == 0 && resp.status == 200 && resp.body_len) {
+            size_t k = 0;
+            char **page = aws_xml_all(resp.body, resp.body_len, "Name", &k);
+            *names = xrealloc(*names, (*n + k + 1) * sizeof(**names));
+            for (size_t i = 0; i < k; i++) {
+                /* Every name must start with the prefix asked for: anything else is a reply
+                 * we do not understand. */
+                if (!page[i][0] || strncmp(page[i], prefix, strlen(prefix)) != 0) {
+                    rc = err_set(err, ERR_PERMANENT,
+                                 "azure storage: List Blobs of '%s' answered a name outside "
+                                 "'%s'",
+                                 container, prefix);
+                    free(page[i]);
+                    continue;
+                }
+                (*names)[(*n)++] = page[i];
+            }
+            free(page);
+            /* The continuation, opaque: sent back percent-encoded (SharedKey signs it
+             * decoded). An empty one ends the listing. */
+            char *next = aws_xml_text(resp.body, resp.body_len, "NextMarker");
+            if (next && next[0] && strlen(next) <= BLOB_NAME_MAX)
+                marker = sigv4_uri_encode(next, 0);
+            else if (next && next[0])
+                rc = err_set(err, ERR_PERMANENT,
+                             "azure storage: List Blobs of '%s' answered a marker of %zu bytes",
+                             container, strlen(next));
+            free(next);
+        }
+        http_response_release(&resp);
+    } while (rc == 0 && marker);
+    free(marker);
+    if (rc < 0) {
+        aws_strv_free(*names, *n);
+        *names = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 /* ---- page blobs --------------------------------------------------------------------- */

@@ -80,6 +80,11 @@ int blob_head(struct blob *b, const char *container, const char *name, struct bl
 /* Delete a blob; a missing one is not an error. Blocks. */
 int blob_delete(struct blob *b, const char *container, const char *name, struct err *err);
 
+/* The names of every blob whose name starts with prefix (List Blobs, every page), in name
+ * order: *names new (aws_strv_free), *n set; a missing container lists nothing. Blocks. */
+int blob_list(struct blob *b, const char *container, const char *prefix, char ***names, size_t *n,
+              struct err *err);
+
 /* Create (or replace) a page blob of size bytes (a multiple of 512), reading as zeros. */
 int blob_page_create(struct blob *b, const char *container, const char *name, uint64_t size,
                      struct err *err);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aws/aws.h"
 #include "azure/arm.h"
 #include "azure/blob.h"
 #include "azure/net.h"
@@ -177,6 +178,25 @@ static int azure_storage_ensure(struct provider *p, char *bucket, size_t size, s
     return 0;
 }
 
+static int azure_storage_delete(struct provider *p, const char *migration, long long *deleted,
+                                struct err *err)
+{
+    *deleted = 0;
+    char prefix[200];
+    snprintf(prefix, sizeof(prefix), "xmigrate/%s/", migration);
+    char **names = NULL;
+    size_t n = 0;
+    if (storage_open(p, err) < 0 ||
+        blob_list(p->blob, AZURE_CONTAINER, prefix, &names, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if ((rc = blob_delete(p->blob, AZURE_CONTAINER, names[i], err)) == 0)
+            (*deleted)++;
+    aws_strv_free(names, n);
+    return rc;
+}
+
 static void object_name(char *out, size_t size, const char *migration, const char *host,
                         const char *disk, const char *name)
 {
@@ -313,6 +333,7 @@ const struct provider_ops azure_provider = {
     .network_ensure = azure_network_ensure,
     .network_delete = azure_network_delete,
     .storage_ensure = azure_storage_ensure,
+    .storage_delete = azure_storage_delete,
     .write_urls = azure_write_urls,
     .read_url = azure_read_url,
     .read_object = azure_read_object,

@@ -70,6 +70,20 @@ static char *object_url(struct gcp *g, const char *api, const char *bucket, cons
 
 /* ---------------------------------------------------------------- bucket */
 
+int gcs_bucket_exists(struct gcp *g, const char *bucket, int *exists, struct err *err)
+{
+    *exists = 0;
+    if (check_bucket(bucket, err) < 0)
+        return -1;
+    char *url = xasprintf("%s/storage/v1/b/%s", gcp_storage_base(g), bucket);
+    json_t *got = NULL;
+    int rc = gcp_json(g, "GET", url, NULL, 1, &got, err);
+    free(url);
+    *exists = got != NULL;
+    json_decref(got);
+    return rc;
+}
+
 int gcs_bucket_ensure(struct gcp *g, const char *bucket, const char *location, int expire_days,
                       struct err *err)
 {

@@ -35,6 +35,9 @@
 #define GCS_LIST_MAX 100000            /* objects one gcs_list() returns at most */
 #define GCS_RESUME_TRIES 6 /* rounds without progress before a resumable upload gives up */
 
+/* Whether the bucket exists (and is ours to read) in *exists. Blocks. */
+int gcs_bucket_exists(struct gcp *g, const char *bucket, int *exists, struct err *err);
+
 /*
  * Make the bucket exist in location (a region, "us-central1") with uniform access and
  * a lifecycle deleting GCS_PREFIX objects after expire_days; an existing bucket of ours

@@ -136,6 +136,30 @@ static int gcp_storage_ensure(struct provider *p, char *bucket, size_t size, str
     return gcs_bucket_ensure(p->gcp, bucket, p->region, EXPIRE_DAYS, err);
 }
 
+static int gcp_storage_delete(struct provider *p, const char *migration, long long *deleted,
+                              struct err *err)
+{
+    *deleted = 0;
+    char bucket[64], prefix[200];
+    bucket_name(p, bucket, sizeof(bucket));
+    snprintf(prefix, sizeof(prefix), "xmigrate/%s/", migration);
+    struct gcs_object *objs = NULL;
+    size_t n = 0;
+    int exists = 0;
+    if (gcs_bucket_exists(p->gcp, bucket, &exists, err) < 0)
+        return -1;
+    if (!exists) /* never made: nothing was stored */
+        return 0;
+    if (gcs_list(p->gcp, bucket, prefix, &objs, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if ((rc = gcs_delete(p->gcp, bucket, objs[i].name, err)) == 0)
+            (*deleted)++;
+    gcs_objects_free(objs, n);
+    return rc;
+}
+
 /* A V4 signed URL for one object of the bucket, path-style on the storage endpoint. */
 static char *sign(struct provider *p, const char *method, const char *object, long expires,
                   struct err *err)
@@ -402,6 +426,7 @@ const struct provider_ops gcp_provider = {
     .network_ensure = gcp_network_ensure,
     .network_delete = gcp_network_delete,
     .storage_ensure = gcp_storage_ensure,
+    .storage_delete = gcp_storage_delete,
     .write_urls = gcp_write_urls,
     .read_url = gcp_read_url,
     .read_object = gcp_read_object,

@@ -6,6 +6,8 @@
     region, machine_type       what the test's blueprint asks for
     vms(mig)                   the migration's VMs as the cloud reports them:
                                [{"host", "type", "subnet" (last path component)}]
+    stored(mig)                how many objects the cloud's object storage holds under
+                               xmigrate/<mig>/ (chunks, manifests, image files)
     disk_image(image, size[, source])  the disk the cloud holds for a converted image,
                                read back the cloud's way, checked for its format's
                                padding (and by qemu-img against source for a VHD);
@@ -142,6 +144,14 @@ class Aws(_Procs):
                         "address": i.get("PrivateIpAddress")})
         return out
 
+    def stored(self, mig):
+        s3, n = self.client("s3"), 0
+        for b in s3.list_buckets().get("Buckets", []):
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=b["Name"], Prefix="xmigrate/%s/" % mig):
+                n += page.get("KeyCount", 0)
+        return n
+
     def disk_image(self, snapshot, size, source=None):
         """An EBS snapshot read back (ListSnapshotBlocks, GetSnapshotBlock): zeros where no
         block was written."""
@@ -238,19 +248,29 @@ class Azure(_Procs):
                         "id": rid, "address": ipc.get("privateIPAddress")})
         return out
 
-    def _blob_get(self, url):
-        """GET a blob signed with SharedKey (path-style emulator URL: the account is the
-        first path component, and again in the canonicalized resource)."""
+    def _blob_get(self, url, query=None):
+        """GET a blob (or with query, a container listing) signed with SharedKey
+        (path-style emulator URL: the account is the first path component, and again in
+        the canonicalized resource, followed by the query's name:value lines)."""
         u = urllib.parse.urlsplit(url)
         account = u.path.split("/")[1]
         date = datetime.datetime.now(datetime.timezone.utc).strftime(
             "%a, %d %b %Y %H:%M:%S GMT")
         sts = "GET\n" + "\n" * 11 + "x-ms-date:%s\nx-ms-version:2022-11-02\n/%s%s" % (
             date, account, u.path)
+        if query:
+            sts += "".join("\n%s:%s" % (k, query[k]) for k in sorted(query))
+            url += "?" + urllib.parse.urlencode(query, safe="/")
         sig = base64.b64encode(hmac.new(base64.b64decode(self.key), sts.encode(),
                                         hashlib.sha256).digest()).decode()
         return self._get(url, {"x-ms-date": date, "x-ms-version": "2022-11-02",
                                "Authorization": "SharedKey %s:%s" % (account, sig)})
+
+    def stored(self, mig):
+        xml = self._blob_get(self.blob + "/xmigrate", {
+            "restype": "container", "comp": "list", "prefix": "xmigrate/%s/" % mig,
+            "maxresults": "5000"}).decode()
+        return xml.count("<Name>")
 
     def disk_image(self, url, size, source=None):
         vhd = self._blob_get(url)
@@ -319,6 +339,15 @@ class Gcp(_Procs):
                         "subnet": nic["subnetwork"].rsplit("/", 1)[-1], "id": i["name"],
                         "address": nic.get("networkIP"), "status": i.get("status")})
         return out
+
+    def stored(self, mig):
+        n = 0
+        buckets = json.loads(self._get("/storage/v1/b?project=%s" % self.PROJECT).read())
+        for b in buckets.get("items", []):
+            objs = json.loads(self._get("/storage/v1/b/%s/o?prefix=%s" % (
+                b["name"], urllib.parse.quote("xmigrate/%s/" % mig, safe=""))).read())
+            n += len(objs.get("items", []))
+        return n
 
     def disk_image(self, image, size, source=None):
         """The image object (gs://bucket/object) read back and untarred as GCE does:

@@ -127,10 +127,11 @@ class Source:
     """A source server: namespace xm-e2e<n> at 10.232.<n>.2 (this machine is .1), n
     claimed when it comes up (claim_namespace)."""
 
-    def __init__(self, first, work, tree, disk_sizes):
+    def __init__(self, first, work, tree, disk_sizes, make=None):
         self.first, self.work, self.tree = first, work, tree
         self.n = None
         self.disk_sizes = disk_sizes
+        self.make = make or make_disk  # make(path, size, seed): writes one disk image
         self.images, self.loops = [], []
         self.sshd_pid = None
 
@@ -172,7 +173,7 @@ class Source:
             os.unlink(os.path.join(lists, name))
         for i, size in enumerate(self.disk_sizes):
             img = os.path.join(d, "disk%d.img" % i)
-            make_disk(img, size, self.n * 10 + i)
+            self.make(img, size, self.n * 10 + i)
             self.images.append(img)
             self.loops.append(run("losetup", "-f", "--show", img, capture_output=True,
                                   text=True).stdout.strip())
@@ -237,9 +238,13 @@ class Source:
 class Rig:
     """Redis, the cloud, xm-api and every worker, started by start(), stopped by stop()."""
 
-    def __init__(self, build, work, cloud="aws", converters=1, api_ip="127.0.0.1"):
+    def __init__(self, build, work, cloud="aws", converters=1, api_ip="127.0.0.1",
+                 cloud_faults=None):
         self.build, self.work, self.cloud = build, work, cloud
         self.converters, self.api_ip = converters, api_ip
+        # faultproxy.py rules for every call to the cloud (AWS), or None: no proxy
+        self.cloud_faults = cloud_faults
+        self.proxy = None
         self.procs = {}
         self.redis = None
         self.cloud_rig = clouds.CLOUDS[cloud]()
@@ -258,6 +263,8 @@ class Rig:
         self.redis.start()
         self.r = xmtest.Redis(self.redis.port)
         env = self.cloud_rig.start(self.work, self.api_ip)
+        if self.cloud_faults is not None:
+            env = self.proxy_cloud(env)
         self.master = secrets.token_hex(32)
         self.api_port = xmtest.free_port()
         api_url = "http://%s:%d" % (self.api_ip, self.api_port)
@@ -287,6 +294,27 @@ class Rig:
                     for i in range(1, self.converters + 1)]
         for name, path in workers:
             self.spawn(name, [os.path.normpath(self.bin("workers", path))])
+
+    def proxy_cloud(self, env):
+        """tests/fakes/faultproxy.py between everything and the emulated AWS (the workers'
+        calls and the agents' presigned uploads alike), answering by self.cloud_faults."""
+        if "XM_AWS_ENDPOINT" not in env:
+            raise AssertionError("the cloud fault proxy sits in front of AWS only")
+        log = open(os.path.join(self.work, "faultproxy.log"), "ab")
+        p = subprocess.Popen(
+            ["python3", os.path.join(TOP, "tests", "fakes", "faultproxy.py"), "--listen", "0",
+             "--host", self.api_ip, "--upstream", env["XM_AWS_ENDPOINT"], "--seed", "11",
+             "--rules", json.dumps(self.cloud_faults)],
+            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        log.close()
+        self.proxy = {"proc": p, "port": json.loads(p.stdout.readline())["port"]}
+        return dict(env, XM_AWS_ENDPOINT="http://%s:%d" % (self.api_ip, self.proxy["port"]))
+
+    def proxy_stats(self):
+        import urllib.request
+        url = "http://%s:%d/__stats" % (self.api_ip, self.proxy["port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
 
     WORKERS = {"discovery": "discovery/xm-discovery", "network": "network/xm-network",
                "prep": "prep/xm-prep", "clone": "clone/xm-clone", "import": "import/xm-import",
@@ -337,6 +365,11 @@ class Rig:
             except AssertionError as e:
                 print(e, file=sys.stderr)
         self.procs = {}
+        if self.proxy:
+            self.proxy["proc"].terminate()
+            self.proxy["proc"].wait()
+            self.proxy["proc"].stdout.close()
+            self.proxy = None
         self.cloud_rig.stop()
         if self.redis:
             self.redis.stop()
@@ -359,12 +392,18 @@ class Rig:
             "secret": {"user": "root", "private_key": s.private_key()}}) for s in sources]
         return cloud["id"], [c["id"] for c in ssh]
 
-    def migrate(self, sources, name="e2e", blueprint=None, auto_approve=True):
+    def migrate(self, sources, name="e2e", blueprint=None, auto_approve=True, extra_hosts=(),
+                **options):
+        """A migration of sources (and extra_hosts: ready host entries, e.g. one nobody
+        answers at); options go into the body as they are (cutover, max_cloning, ...)."""
         cloud_cred, ssh = self.credentials(sources)
         body = {"name": name, "cloud": self.cloud, "region": self.region,
                 "credential": cloud_cred, "auto_approve": auto_approve,
                 "hosts": [{"name": s.name, "address": s.address, "credential": c}
                           for s, c in zip(sources, ssh)]}
+        for h in extra_hosts:
+            body["hosts"].append(dict(h, credential=ssh[0]))
+        body.update(options)
         if blueprint:
             body["blueprint"] = blueprint
         return self.call("POST", "/v1/migrations", body)["id"]
@@ -399,6 +438,10 @@ class Rig:
     def vms(self, mig):
         """The migration's VMs as the cloud reports them (clouds.py)."""
         return self.cloud_rig.vms(mig)
+
+    def stored(self, mig):
+        """Objects the cloud's storage holds for the migration (clouds.py)."""
+        return self.cloud_rig.stored(mig)
 
     def disk_image(self, image, size, source=None):
         """The disk the cloud holds for a converted image, read back the cloud's way."""

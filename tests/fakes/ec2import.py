@@ -3,6 +3,7 @@
 
     ec2import.py --listen PORT --access-key AK --secret-key SK --s3 http://127.0.0.1:MOTO
                  [--region us-east-1] [--step-ms 0] [--no-vmimport-role]
+                 [--ec2 http://127.0.0.1:MOTO]
 
 It listens on 127.0.0.1:PORT (0: a free port) and, once it accepts connections, prints one
 JSON line {"port": N, "pid": N} on stdout and nothing else there afterwards. It speaks the
@@ -65,6 +66,16 @@ goes to Status deleting and then deleted, with StatusMessage:
       [Unsupported specified file format]"
 The S3 answer gives diskImageSize. An S3 endpoint that does not answer leaves the task
 in validating (retried on the next step) and logs why.
+
+With --ec2 (a moto_server's EC2, which may be the same one as --s3), an image task that
+completes is made real there, so that RunInstances of its imageId works: leaving
+"preparing ami" the fake calls RegisterImage (Name the task id, RootDeviceName /dev/sda1,
+one BlockDeviceMapping per disk, hvm, the task's Architecture and BootMode) signed with its
+keys, and reports the AMI moto made and the snapshot DescribeImages shows behind it (moto
+makes its own for the root device and keeps no other mapping: each further disk gets a
+snapshot of a volume of its size, made there too). An EC2 that does not answer, or
+refuses, leaves the task in
+"preparing ami" (retried on the next step) and logs why. Without --ec2, ids are made up.
 
 Control endpoints (no authentication; a path starting with /__):
     GET  /__tasks    every task as JSON (id, kind, status, message, progress, ids, tags)
@@ -211,6 +222,7 @@ class State:
         self.step_ms = 0
         self.page_size = 0  # tasks per Describe page when MaxResults is not given; 0: all
         self.s3 = None  # (host, port)
+        self.ec2 = None  # (host, port) of an EC2 to register completed images in, or None
         self.zero()
 
     def zero(self):
@@ -279,10 +291,77 @@ def advance_one(task):
     if task.step < len(steps):
         task.message, task.progress = steps[task.step]
         return
+    if task.kind == "image" and STATE.ec2:
+        try:
+            task.image_id, task.snapshot_ids = register_image(task)
+        except (OSError, http.client.HTTPException) as e:
+            task.step -= 1
+            log("task %s: EC2 did not register the image (%s): stays %s" % (task.id, e,
+                                                                         task.message))
+            return
+        task.status, task.message, task.progress = "completed", None, None
+        return
     task.status, task.message, task.progress = "completed", None, None
     task.snapshot_ids = [hexid("snap-") for _ in task.disks]
     if task.kind == "image":
         task.image_id = hexid("ami-")
+
+
+def ec2_call(params):
+    """One EC2 Query API call (form POST) to --ec2, signed with the fake's keys: the reply
+    body. Raises OSError for a reply that is not 200."""
+    host, port = STATE.ec2
+    body = urllib.parse.urlencode(dict(params, Version=VERSION)).encode()
+    ctype = "application/x-www-form-urlencoded; charset=utf-8"
+    headers = sign("POST", "/", "%s:%d" % (host, port), "ec2", body, {"content-type": ctype})
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("POST", "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+    if resp.status != 200:
+        code = re.search(r"<Code>([^<]*)</Code>", data)
+        raise OSError("EC2 %s answered %d %s" % (params.get("Action"), resp.status,
+                                                  code.group(1) if code else ""))
+    return data
+
+
+def register_image(task):
+    """RegisterImage for a completed image task in --ec2: (ami id, [snapshot ids])."""
+    p = task.params
+    params = {"Action": "RegisterImage", "Name": task.id, "RootDeviceName": "/dev/sda1",
+              "VirtualizationType": "hvm", "Architecture": p.get("Architecture") or "x86_64",
+              "Description": p.get("Description") or task.id}
+    if p.get("BootMode") in ("legacy-bios", "uefi"):
+        params["BootMode"] = p["BootMode"]
+    for i, d in enumerate(task.disks):
+        n = i + 1
+        params["BlockDeviceMapping.%d.DeviceName" % n] = ("/dev/sda1" if i == 0 else
+                                                         "/dev/sd%s" % chr(ord("a") + i))
+        params["BlockDeviceMapping.%d.Ebs.VolumeSize" % n] = str(max(1, -(-int(d.get("size")
+                                                                              or 0) >> 30)))
+    if len(task.disks) > 26:
+        raise OSError("more disks than device names")
+    m = re.search(r"<imageId>(ami-[0-9a-f]+)</imageId>", ec2_call(params))
+    if not m:
+        raise OSError("RegisterImage answered without an imageId")
+    xml = ec2_call({"Action": "DescribeImages", "ImageId.1": m.group(1)})
+    snaps = re.findall(r"<snapshotId>(snap-[0-9a-f]+)</snapshotId>", xml)[:len(task.disks)]
+    # moto keeps only the root mapping (with a snapshot of its own): the other disks get
+    # a snapshot made from a volume of their size
+    for d in task.disks[len(snaps):]:
+        gib = str(max(1, -(-int(d.get("size") or 0) >> 30)))
+        vol = re.search(r"<volumeId>(vol-[0-9a-f]+)</volumeId>", ec2_call(
+            {"Action": "CreateVolume", "Size": gib, "AvailabilityZone": ARGS.region + "a"}))
+        snap = vol and re.search(r"<snapshotId>(snap-[0-9a-f]+)</snapshotId>", ec2_call(
+            {"Action": "CreateSnapshot", "VolumeId": vol.group(1)}))
+        if not snap:
+            raise OSError("CreateVolume or CreateSnapshot answered without an id")
+        ec2_call({"Action": "DeleteVolume", "VolumeId": vol.group(1)})
+        snaps.append(snap.group(1))
+    return m.group(1), snaps
 
 
 def advance(task, described):
@@ -596,22 +675,32 @@ def signing_key(day, region, service):
     return k
 
 
-def sign_s3(method, path, host):
-    """The headers of an S3 request without a body, signed with the fake's keys."""
+def sign(method, path, host, service, body=b"", extra=None):
+    """The headers of a request with body to path (no query; already encoded as S3 wants
+    it), signed with the fake's keys for service; extra: more headers to sign (lowercase)."""
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     day = amz_date[:8]
-    empty = hashlib.sha256(b"").hexdigest()
-    signed = "host;x-amz-content-sha256;x-amz-date"
-    canonical = "\n".join([method, path, "", "host:%s\nx-amz-content-sha256:%s\nx-amz-date:%s\n"
-                           % (host, empty, amz_date), signed, empty])
-    scope = "%s/%s/s3/aws4_request" % (day, ARGS.region)
+    digest = hashlib.sha256(body).hexdigest()
+    headers = dict(extra or {}, **{"host": host, "x-amz-content-sha256": digest,
+                                   "x-amz-date": amz_date})
+    names = sorted(headers)
+    signed = ";".join(names)
+    lines = "".join("%s:%s\n" % (n, headers[n]) for n in names)
+    canonical = "\n".join([method, path, "", lines, signed, digest])
+    scope = "%s/%s/%s/aws4_request" % (day, ARGS.region, service)
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
                          hashlib.sha256(canonical.encode()).hexdigest()])
-    sig = hmac.new(signing_key(day, ARGS.region, "s3"), to_sign.encode(),
+    sig = hmac.new(signing_key(day, ARGS.region, service), to_sign.encode(),
                    hashlib.sha256).hexdigest()
-    return {"x-amz-content-sha256": empty, "x-amz-date": amz_date,
-            "Authorization": "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s"
-                             % (ARGS.access_key, scope, signed, sig)}
+    headers.pop("host")
+    headers["Authorization"] = ("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
+                                "Signature=%s" % (ARGS.access_key, scope, signed, sig))
+    return headers
+
+
+def sign_s3(method, path, host):
+    """The headers of an S3 request without a body, signed with the fake's keys."""
+    return sign(method, path, host, "s3")
 
 
 def check_auth(method, target, headers, body):
@@ -802,6 +891,7 @@ def main():
     ap.add_argument("--secret-key", required=True)
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--s3", required=True, help="http://127.0.0.1:PORT (moto, no sigcheck)")
+    ap.add_argument("--ec2", help="http://127.0.0.1:PORT (moto): register completed images")
     ap.add_argument("--step-ms", type=int, default=0,
                     help="one lifecycle step per N ms; 0: one per Describe call")
     ap.add_argument("--no-vmimport-role", action="store_true",
@@ -811,6 +901,11 @@ def main():
     if u.scheme != "http" or not u.hostname or not u.port:
         sys.exit("ec2import: --s3 must be http://HOST:PORT")
     STATE.s3 = (u.hostname, u.port)
+    if ARGS.ec2:
+        e = urllib.parse.urlsplit(ARGS.ec2)
+        if e.scheme != "http" or not e.hostname or not e.port:
+            sys.exit("ec2import: --ec2 must be http://HOST:PORT")
+        STATE.ec2 = (e.hostname, e.port)
     STATE.step_ms = max(0, ARGS.step_ms)
     if ARGS.no_vmimport_role:
         STATE.roles.discard("vmimport")

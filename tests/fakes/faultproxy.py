@@ -2,8 +2,9 @@
 """A fault-injecting HTTP/1.1 proxy in front of one upstream (moto_server) for tests.
 
     faultproxy.py --listen PORT --upstream http://127.0.0.1:MOTO [--rules JSON]
+                  [--host 127.0.0.1] [--seed N]
 
-It listens on 127.0.0.1:PORT (0: a free port) and, once it accepts connections, prints
+It listens on HOST:PORT (default 127.0.0.1; 0: a free port) and, once it accepts connections, prints
 one JSON line {"port": N, "pid": N} on stdout and nothing else there afterwards. Each
 request is passed to the upstream as it came: method, target, every header (Host
 included: SigV4 signs it) and the body byte for byte; the reply comes back the same way.
@@ -25,6 +26,8 @@ answers the request instead of the upstream:
     reset       true: read the request, then close the connection with a TCP RST
     delay_ms    wait this long first (then forward when nothing else is set: a rule
                 with only matches and delay_ms 0 just counts the requests it sees)
+    probability answer only this share (0..1) of the matching requests, drawn at random
+                (--seed makes a run repeatable); the others go on to the next rule
 Rules come from --rules or the control endpoints, which the proxy answers itself (a
 bucket name cannot start with "__"):
     POST   /__faults   JSON list of rules: replaces the rules
@@ -39,6 +42,7 @@ import http.client
 import http.server
 import json
 import os
+import random
 import socket
 import struct
 import sys
@@ -60,7 +64,7 @@ EC2_ERROR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><
              '<RequestID>faultproxy-%d</RequestID></Response>')
 
 RULE_KEYS = {"match", "match_body", "match_header", "skip", "times", "status", "headers", "body", "s3_code",
-             "ec2_code", "reset", "delay_ms"}
+             "ec2_code", "reset", "delay_ms", "probability"}
 
 
 class State:
@@ -107,6 +111,8 @@ class State:
                 r["_seen"] += 1
                 if r["_seen"] <= r.get("skip", 0):
                     continue
+                if "probability" in r and RANDOM.random() >= r["probability"]:
+                    continue
                 r["_injected"] += 1
                 self.stats["injected"] += 1
                 return dict(r, _id=self.stats["injected"])
@@ -119,6 +125,7 @@ class State:
 
 STATE = State()
 UPSTREAM = None  # (host, port)
+RANDOM = random.Random()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -279,7 +286,12 @@ def main():
     ap.add_argument("--listen", type=int, required=True, help="loopback port, 0 for any free")
     ap.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
     ap.add_argument("--rules", default="[]", help="initial rules, a JSON list")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (a test's own, e.g. a namespace's peer)")
+    ap.add_argument("--seed", type=int, help="seed for rules with a probability")
     a = ap.parse_args()
+    if a.seed is not None:
+        RANDOM.seed(a.seed)
     u = urllib.parse.urlsplit(a.upstream)
     if u.scheme != "http" or not u.hostname or not u.port:
         sys.exit("faultproxy: --upstream must be http://HOST:PORT")
@@ -288,7 +300,7 @@ def main():
         STATE.set_rules(json.loads(a.rules))
     except ValueError as e:
         sys.exit("faultproxy: --rules: %s" % e)
-    srv = Server(("127.0.0.1", a.listen), Handler)
+    srv = Server((a.host, a.listen), Handler)
     print(json.dumps({"port": srv.server_address[1], "pid": os.getpid()}),
           flush=True)
     try:

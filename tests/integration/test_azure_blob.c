@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "aws/aws.h"
 #include "azure/blob.h"
 #include "azure/sharedkey.h"
 #include "http.h"
@@ -330,6 +331,30 @@ static void test_block_blobs(void **state)
     blob_free(b);
 }
 
+/* List Blobs by prefix (what rollback deletes): only names under it, in order; a
+ * container that does not exist lists nothing. */
+static void test_list(void **state)
+{
+    (void)state;
+    struct blob *b = client(AZURITE_KEY);
+    OK(blob_container_ensure(b, "listing", err));
+    const char *names[] = {"xmigrate/m1/h/d/1.zst", "xmigrate/m1/h/d/0.zst",
+                           "xmigrate/m1/h/d/manifest.json", "xmigrate/m10/h/d/0.zst"};
+    for (size_t i = 0; i < 4; i++)
+        OK(blob_put(b, "listing", names[i], "x", 1, err));
+    char **got = NULL;
+    size_t n = 0;
+    OK(blob_list(b, "listing", "xmigrate/m1/", &got, &n, err));
+    assert_int_equal(n, 3);
+    assert_string_equal(got[0], "xmigrate/m1/h/d/0.zst");
+    assert_string_equal(got[1], "xmigrate/m1/h/d/1.zst");
+    assert_string_equal(got[2], "xmigrate/m1/h/d/manifest.json");
+    aws_strv_free(got, n);
+    OK(blob_list(b, "nosuchcontainer", "xmigrate/", &got, &n, err));
+    assert_int_equal(n, 0);
+    blob_free(b);
+}
+
 static void test_page_blob(void **state)
 {
     (void)state;
@@ -499,9 +524,8 @@ int main(int argc, char **argv)
         return rc ? rc : 77;
     }
     const struct CMUnitTest live[] = {
-        cmocka_unit_test(test_block_blobs),
-        cmocka_unit_test(test_page_blob),
-        cmocka_unit_test(test_sas),
+        cmocka_unit_test(test_block_blobs), cmocka_unit_test(test_list),
+        cmocka_unit_test(test_page_blob),   cmocka_unit_test(test_sas),
         cmocka_unit_test(test_wrong_key),
     };
     return rc | cmocka_run_group_tests_name("azure blob against azurite", live, start, stop);

@@ -437,12 +437,43 @@ static void test_network_delete(void **state)
     assert_int_equal(gcpfake_stat(&fake, "deletes.networks"), deletes);
 }
 
+/* Rollback's last step: everything under xmigrate/<migration>/ goes (the image above,
+ * chunks), another migration's objects stay, and a second run deletes nothing more. */
+static void test_storage_delete(void **state)
+{
+    (void)state;
+    struct err err = {0};
+    char bucket[64];
+    GCP_OK(ops->storage_ensure(p, bucket, sizeof(bucket), &err));
+    char other[200];
+    snprintf(other, sizeof(other), "xmigrate/%s-other/web1/sda/0.zst", MIG);
+    GCP_OK(gcs_put(inspect, bucket, "xmigrate/" MIG "/web1/sda/0.zst", "c0", 2, &err));
+    GCP_OK(gcs_put(inspect, bucket, "xmigrate/" MIG "/web1/sda/manifest.json", "{}", 2, &err));
+    GCP_OK(gcs_put(inspect, bucket, other, "keep", 4, &err));
+    struct gcs_object *objs = NULL;
+    size_t before = 0, after = 0;
+    GCP_OK(gcs_list(inspect, bucket, "xmigrate/" MIG "/", &objs, &before, &err));
+    gcs_objects_free(objs, before);
+    assert_true(before >= 3); /* the two chunks and test_image_compose's image */
+    long long deleted = -1;
+    GCP_OK(ops->storage_delete(p, MIG, &deleted, &err));
+    assert_int_equal(deleted, (long long)before);
+    GCP_OK(gcs_list(inspect, bucket, "xmigrate/" MIG "/", &objs, &after, &err));
+    gcs_objects_free(objs, after);
+    assert_int_equal(after, 0);
+    GCP_OK(gcs_list(inspect, bucket, other, &objs, &after, &err));
+    gcs_objects_free(objs, after);
+    assert_int_equal(after, 1);
+    GCP_OK(ops->storage_delete(p, MIG, &deleted, &err));
+    assert_int_equal(deleted, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signed_urls),    cmocka_unit_test(test_network_twice),
         cmocka_unit_test(test_image_compose),  cmocka_unit_test(test_vm_launch),
-        cmocka_unit_test(test_network_delete),
+        cmocka_unit_test(test_network_delete), cmocka_unit_test(test_storage_delete),
     };
     return cmocka_run_group_tests_name("integration.gcp_provider", tests, setup, teardown);
 }

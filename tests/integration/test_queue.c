@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -432,6 +433,42 @@ static void test_retry_then_success(void **state)
     assert_int_equal(rs_int(t->c, "XLEN xm:dead"), 0);
     assert_int_equal(count_events(t, "job.retry", "p"), 2);
     wait_status(t, "m1", "h1", "queued", 1000);
+    free(id);
+    free(attempt);
+}
+
+/* A job that asks to wait goes back with the same attempt (never counted as a failure,
+ * even past XM_MAX_ATTEMPTS waits), the host shows queued with the reason meanwhile, and
+ * the job completes once when it stops waiting. */
+static void test_wait_keeps_attempt(void **state)
+{
+    struct t *t = *state;
+    worker(t, "a", "p", "q", "XM_MAX_ATTEMPTS=2", NULL);
+    char payload[128];
+    snprintf(payload, sizeof(payload), "{\"wait_until\": %lld, \"wait_ms\": 100}",
+             (long long)time(NULL) * 1000 + 1500);
+    enqueue_job(t->c, "p", "m1", "h1", NULL, payload);
+    wait_status(t, "m1", "h1", "queued", 5000);
+    char *why = NULL;
+    for (int i = 0; i < 100 && !(why && why[0]); i++) {
+        free(why);
+        why = rs_str(t->c, "HGET xm:host:m1:h1 waiting");
+        usleep(10000);
+    }
+    assert_string_equal(why, "injected wait");
+    wait_xlen(t, "xm:q:q", 1, 10000);
+    char *id = entry_field(t, "xm:q:p", 0, "job");
+    char *attempt = rs_str(t->c, "HGET xm:noop:%s attempt", id);
+    assert_string_equal(attempt, "1");
+    assert_true(count_events(t, "job.waiting", "p") >= 3);
+    assert_int_equal(count_events(t, "job.retry", "p"), 0);
+    assert_int_equal(count_events(t, "job.done", "p"), 1);
+    assert_int_equal(rs_int(t->c, "XLEN xm:dead"), 0);
+    char *after = rs_str(t->c, "HGET xm:host:m1:h1 waiting");
+    assert_string_equal(after, "");
+    assert_int_equal(rs_int(t->c, "ZCARD xm:delayed:p"), 0);
+    free(why);
+    free(after);
     free(id);
     free(attempt);
 }
@@ -881,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retry_backoff_then_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_goes_dead_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_keeps_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_host_ends_the_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_handoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fanin_five_disks, setup, teardown),

@@ -13,9 +13,23 @@
  * LVM snapshots). Every run passes the disk's last manifest, so a second run (the delta
  * or cutover sync) sends only the chunks that changed.
  *
- * Failures: the host unreachable, or the agent giving up on the network (exit 6), are
- * transient; a device that cannot be read (3), a URL or token refused (4), storage full
- * (5) and anything else are permanent, with the agent's message on the host.
+ * Two migration settings shape the phase (both stored on xm:mig:<id> at creation):
+ *   max_cloning: at most that many hosts of the migration copy at once, so a wave does
+ *     not saturate the source site's uplink. A host takes a slot (the set
+ *     xm:mig:<id>:cloning) before its playbook starts; with none free its job waits
+ *     (job_result_wait: back in the delayed set, same attempt, host queued with the
+ *     reason). Slots are not given back explicitly: a member whose host has left the
+ *     clone phase (converting, awaiting cutover, failed, cancelled) is dropped by the
+ *     next taker, in the same script, so a worker killed mid-copy never leaks one.
+ *   cutover "manual": the first pass copies everything while the applications run,
+ *     then the host waits in status awaiting_cutover; POST .../cutover queues the final
+ *     pass (payload "final": true), which sends only what changed since, and only that
+ *     one hands off to convert.
+ *
+ * Failures: the host unreachable, the agent giving up on the network (exit 6) or killed
+ * by a signal (it resumes from its journal) are transient; a device that cannot be read
+ * (3), a URL or token refused (4), storage full (5) and anything else are permanent,
+ * with the agent's message on the host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -188,6 +202,58 @@ static char *callback_token(struct redisContext *c, const char *mig, const unsig
     return (char *)plain;
 }
 
+/*
+ * Take (or keep) a clone slot for the host. KEYS: the slot set. ARGV: host, max, host key
+ * prefix. 1 when the host holds a slot, 0 when all are taken by hosts still cloning.
+ */
+static const char slot_script[] =
+    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end\n"
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local st = redis.call('HMGET', ARGV[3] .. h, 'status', 'phase')\n"
+    "  if st[2] ~= 'clone' or (st[1] ~= 'running' and st[1] ~= 'queued' and\n"
+    "      st[1] ~= 'retrying') then redis.call('SREM', KEYS[1], h) end\n"
+    "end\n"
+    "if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end\n"
+    "redis.call('SADD', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
+#define SLOT_WAIT_MS 2000 /* how often a waiting host asks again */
+
+/* The migration's max_cloning and whether its cutover is manual. */
+static int clone_settings(struct redisContext *c, const char *mig, long long *max, int *manual,
+                          struct err *err)
+{
+    char key[256];
+    snprintf(key, sizeof(key), XM_MIG_FMT, mig);
+    redisReply *r = conn_cmd(c, err, 4, (const char *[]){"HMGET", key, "max_cloning", "cutover"});
+    if (!r)
+        return -1;
+    *max = xm_config.max_cloning;
+    if (r->element[0]->type == REDIS_REPLY_STRING && atoll(r->element[0]->str) > 0)
+        *max = atoll(r->element[0]->str);
+    *manual =
+        r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, "manual") == 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* 1 when the host may copy now, 0 when it must wait, -1 with err. */
+static int take_slot(struct redisContext *c, const char *mig, const char *host, long long max,
+                     struct err *err)
+{
+    char key[256], prefix[256], n[24];
+    snprintf(key, sizeof(key), XM_MIG_CLONING_FMT, mig);
+    snprintf(prefix, sizeof(prefix), XM_HOST_FMT, mig, "");
+    snprintf(n, sizeof(n), "%lld", max);
+    redisReply *r =
+        conn_cmd(c, err, 7, (const char *[]){"EVAL", slot_script, "1", key, host, n, prefix});
+    if (!r)
+        return -1;
+    int got = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return got;
+}
+
 static int clone_handle(struct worker *w, const struct job *job, struct job_result *res,
                         struct err *err)
 {
@@ -198,6 +264,26 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
         return err_set(err, ERR_PERMANENT,
                        "XM_AGENT_API_URL is not set: sources cannot reach "
                        "the API");
+    long long max_cloning;
+    int manual;
+    if (clone_settings(c, job->migration, &max_cloning, &manual, err) < 0)
+        return -1;
+    int slot = take_slot(c, job->migration, job->host, max_cloning, err);
+    if (slot < 0)
+        return -1;
+    if (!slot) {
+        job_result_wait(res, SLOT_WAIT_MS,
+                        "waiting for a clone slot: %lld host(s) of the migration are copying "
+                        "(max_cloning %lld)",
+                        max_cloning, max_cloning);
+        return 0;
+    }
+    json_t *jp = json_loads(job->payload, 0, NULL);
+    int final = json_is_true(json_object_get(jp, "final"));
+    int freeze = json_is_true(json_object_get(jp, "freeze"));
+    int lvm_snapshot = json_is_true(json_object_get(jp, "lvm_snapshot"));
+    json_decref(jp);
+
     struct mig_info m;
     if (state_load_migration(c, job->migration, &m, err) < 0)
         return -1;
@@ -264,12 +350,10 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
 
     const char *user = json_string_value(json_object_get(ssh, "user"));
     json_t *opts = json_array();
-    json_t *jp = json_loads(job->payload, 0, NULL);
-    if (json_is_true(json_object_get(jp, "freeze")))
+    if (freeze)
         json_array_append_new(opts, json_string("--freeze"));
-    if (json_is_true(json_object_get(jp, "lvm_snapshot")))
+    if (lvm_snapshot)
         json_array_append_new(opts, json_string("--lvm-snapshot"));
-    json_decref(jp);
     json_array_append_new(opts, json_string("--parallel"));
     json_array_append_new(opts, json_integer(xm_config.agent_parallel));
     if (xm_config.agent_limit_mbps) {
@@ -296,12 +380,26 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
     snprintf(ctx, sizeof(ctx), "migration=%s host=%s job=%s", m.id, job->host, job->id);
     struct ansible_result ar;
     if (ansible_run(playbook, &t, vars, ctx, &ar, err) < 0) {
-        /* The agent's exit code says what failed (agent/README.md). */
-        if (ar.task_rc == 6)
+        /* The agent's exit code says what failed (agent/README.md); an agent killed by a
+         * signal (rc -N: the OOM killer, an operator) resumes from its journal next time. */
+        if (ar.task_rc == 6 || (ar.task_rc < -1 && ar.task_rc >= -64)) {
             err->kind = ERR_TRANSIENT;
+            if (ar.task_rc < 0)
+                err_set(err, ERR_TRANSIENT, "the agent on '%s' was killed by signal %d mid-copy",
+                        job->host, -ar.task_rc);
+        }
         goto out;
     }
 
+    if (manual && !final) {
+        /* The first pass is in; the host waits for the operator's cutover. Set after the
+         * runtime's own "done" (job_result_hset's order), in the same transaction. */
+        job_result_hset(res, hkey, XM_H_STATUS, "awaiting_cutover");
+        job_result_message(res, "%zu disks copied (first pass); awaiting cutover",
+                           json_array_size(disks));
+        rc = 0;
+        goto out;
+    }
     /* One convert job per disk, joined again before import. */
     size_t i;
     json_t *d;
@@ -315,7 +413,8 @@ static int clone_handle(struct worker *w, const struct job *job, struct job_resu
         free(payload);
     }
     job_result_fanout(res);
-    job_result_message(res, "%zu disks copied", json_array_size(disks));
+    job_result_message(res, "%zu disks copied%s", json_array_size(disks),
+                       final ? " (final pass)" : "");
     rc = 0;
 out:
     if (p)

@@ -85,7 +85,7 @@ static void shred_dir(const char *dir, const char *const *names, size_t n)
     rmdir(dir);
 }
 
-/* Pull "rc" and "msg"/"stderr" out of a "fatal: [h]: FAILED! => {json}" or UNREACHABLE! line. */
+/* Pull "rc" and "msg"/"stderr" out of a "... => {json}" failure line. */
 static void parse_failure(const char *line, struct ansible_result *res)
 {
     const char *brace = strchr(line, '{');
@@ -119,7 +119,8 @@ int ansible_run(const char *playbook, const struct ansible_target *t, const json
     char dir[] = "/tmp/xm-ansible-XXXXXX";
     if (!mkdtemp(dir))
         return err_set(err, ERR_TRANSIENT, "mkdtemp: %s", strerror(errno));
-    const char *names[] = {"inventory", "key", "vars.json", "known_hosts"};
+    /* "cm": the SSH connection the playbook's tasks share (ControlMaster below). */
+    const char *names[] = {"inventory", "key", "vars.json", "known_hosts", "cm"};
     int rc = -1;
     char inv[600], key[600] = "", vfile[600], known[600];
     char *inventory = NULL, *vtext = NULL;
@@ -157,11 +158,15 @@ int ansible_run(const char *playbook, const struct ansible_target *t, const json
     }
     char vars_arg[620];
     snprintf(vars_arg, sizeof(vars_arg), "@%s", vfile);
-    char ssh_args[800];
+    /* One SSH connection for the whole run (every task otherwise opens several: a prep
+     * run took minutes in handshakes), its socket in our private folder; the master
+     * leaves 5 s after the run's last use. */
+    char ssh_args[1000];
     snprintf(ssh_args, sizeof(ssh_args),
              "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=%s "
-             "-o ConnectTimeout=20 -o ServerAliveInterval=15 -o BatchMode=%s",
-             known, t->password ? "no" : "yes");
+             "-o ConnectTimeout=20 -o ServerAliveInterval=15 -o BatchMode=%s "
+             "-o ControlMaster=auto -o ControlPersist=5s -o ControlPath=%s/cm",
+             known, t->password ? "no" : "yes", dir);
     pid_t pid = fork();
     if (pid < 0) {
         close(out_pipe[0]);
@@ -194,8 +199,11 @@ int ansible_run(const char *playbook, const struct ansible_target *t, const json
             continue;
         if (strstr(line, "UNREACHABLE!"))
             res->unreachable = 1;
-        if (strstr(line, "FAILED! =>") || strstr(line, "UNREACHABLE! =>"))
-            parse_failure(line, res); /* Ansible's reason, for the host record */
+        /* Ansible's reason, for the host record: a task's "fatal: [h]: FAILED! => {..}",
+         * or, for a loop, each failed item's "failed: [h] (item=..) => {..}". */
+        if (strstr(line, "FAILED! =>") || strstr(line, "UNREACHABLE! =>") ||
+            (strncmp(line, "failed: [", 9) == 0 && strstr(line, "=> {")))
+            parse_failure(line, res);
         char q[8300];
         log_info("ansible", "%s line=%s", log_ctx, log_quote(q, sizeof(q), line));
     }

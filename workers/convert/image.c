@@ -4,10 +4,13 @@
  */
 #include "image.h"
 
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "conn.h"
+#include "keys.h"
 #include "secret.h"
 #include "xmalloc.h"
 
@@ -78,23 +81,73 @@ struct convert_plan *image_plan_from(const json_t *payload, const char *disk, st
     return plan;
 }
 
+int image_format_for(struct redisContext *c, const char *mig, const struct provider_ops *ops,
+                     char out[16], struct err *err)
+{
+    out[0] = '\0';
+    if (ops->image_format) {
+        xstrlcpy(out, ops->image_format, 16);
+        return 0;
+    }
+    if (!ops->image_begin)
+        return 0;
+    char key[200];
+    snprintf(key, sizeof(key), XM_MIG_FMT, mig);
+    redisReply *r = conn_cmd(c, err, 3, (const char *[]){"HGET", key, XM_M_AWS_IMPORT});
+    if (!r)
+        return -1;
+    if (r->type == REDIS_REPLY_STRING &&
+        (strcmp(r->str, "raw") == 0 || strcmp(r->str, "vmdk") == 0))
+        xstrlcpy(out, r->str, 16);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Append len bytes of buf (NULL: zeros) to the piece in memory. */
+static void append(struct image_sink *s, const void *buf, uint64_t len)
+{
+    if (len == 0)
+        return;
+    if (s->len + len > s->cap) {
+        s->cap = (size_t)(s->len + len) * 2;
+        s->buf = xrealloc(s->buf, s->cap);
+    }
+    if (buf)
+        memcpy(s->buf + s->len, buf, (size_t)len);
+    else
+        memset(s->buf + s->len, 0, (size_t)len);
+    s->len += (size_t)len;
+}
+
 static int sink_write(void *ctx, uint64_t off, const void *buf, size_t len, struct err *err)
 {
     struct image_sink *s = ctx;
-    if (s->layout == CONVERT_LAYOUT_FIXED) {
+    if (!image_sink_pieces(s)) {
         if (s->ops->image_write(s->p, s->ref, off, buf, len, err) < 0)
             return -1;
         s->written += len;
         return 0;
     }
-    XM_ASSERT(off == s->len); /* CONCAT pieces arrive contiguous from 0 */
-    if (s->len + len > s->cap) {
-        s->cap = (s->len + len) * 2;
-        s->buf = xrealloc(s->buf, s->cap);
+    if (s->layout == CONVERT_LAYOUT_FIXED) {
+        /* absolute offsets, in order, inside the range: the gap before is zeros */
+        XM_ASSERT(off >= s->base + s->len && off + len <= s->end);
+        append(s, NULL, off - s->base - s->len);
+    } else {
+        XM_ASSERT(off == s->len); /* CONCAT pieces arrive contiguous from 0 */
     }
-    memcpy(s->buf + s->len, buf, len);
-    s->len += len;
+    append(s, buf, len);
     return 0;
+}
+
+int image_sink_pieces(const struct image_sink *s)
+{
+    return s->layout == CONVERT_LAYOUT_CONCAT || !s->ops->image_write;
+}
+
+void image_sink_range(struct image_sink *s, uint64_t base, uint64_t len)
+{
+    s->base = base;
+    s->end = base + len;
 }
 
 void image_sink_init(struct image_sink *s, struct provider *p, const struct provider_ops *ops,
@@ -111,8 +164,10 @@ void image_sink_init(struct image_sink *s, struct provider *p, const struct prov
 
 int image_sink_put(struct image_sink *s, size_t piece, struct err *err)
 {
-    if (s->layout == CONVERT_LAYOUT_FIXED)
+    if (!image_sink_pieces(s))
         return 0;
+    if (s->layout == CONVERT_LAYOUT_FIXED)
+        append(s, NULL, s->end - s->base - s->len); /* the zeros up to the range's end */
     if (s->ops->image_put_piece(s->p, s->ref, piece, s->buf, s->len, err) < 0)
         return -1;
     s->written += s->len;

@@ -22,8 +22,21 @@ json_t *image_plan_json(const struct convert_params *params);
 struct convert_plan *image_plan_from(const json_t *payload, const char *disk, struct err *err);
 
 /*
+ * The format a disk of migration mig is converted into, in out (16 bytes): the provider's
+ * image_format; or, for a provider that also writes image files on request (AWS), the
+ * migration's "aws_import" field when it is "raw" or "vmdk"; else "" (the provider's
+ * disk_* path: EBS snapshots). 0, or -1 with err (Redis). Blocks on Redis.
+ */
+struct redisContext;
+int image_format_for(struct redisContext *c, const char *mig, const struct provider_ops *ops,
+                     char out[16], struct err *err);
+
+/*
  * A convert_sink writing into the provider's image: FIXED layouts straight through
- * image_write; CONCAT layouts into memory, stored as one piece by image_sink_put().
+ * image_write; CONCAT layouts into memory, stored as one piece by image_sink_put(). A
+ * provider without image_write (S3: objects, nothing sparse) takes FIXED layouts as
+ * pieces too: the shard's range (image_sink_range) is kept in memory with its zeros
+ * written out, so the piece holds every byte of the range.
  */
 struct image_sink {
     struct convert_sink sink; /* hand &sink to the convert library */
@@ -33,12 +46,18 @@ struct image_sink {
     enum convert_layout layout;
     uint8_t *buf; /* CONCAT: the piece so far */
     size_t len, cap;
+    uint64_t base, end; /* FIXED as pieces: the range of the output the piece covers */
     uint64_t written; /* bytes handed to the provider */
 };
 
 void image_sink_init(struct image_sink *s, struct provider *p, const struct provider_ops *ops,
                      const char *ref, enum convert_layout layout);
-/* CONCAT: store what was written as piece i and start the next piece empty. FIXED: no-op. */
+/* 1 when the sink stores pieces (CONCAT layouts, and FIXED ones without image_write). */
+int image_sink_pieces(const struct image_sink *s);
+/* FIXED as pieces: the next piece covers output bytes [base, base + len). */
+void image_sink_range(struct image_sink *s, uint64_t base, uint64_t len);
+/* Pieces: store what was written as piece i (FIXED: zeros up to the end of its range) and
+ * start the next piece empty. FIXED through image_write: no-op. */
 int image_sink_put(struct image_sink *s, size_t piece, struct err *err);
 void image_sink_release(struct image_sink *s);
 

@@ -5,7 +5,8 @@
  * group); its steps, all in the xm:q:convert stream, told apart by payload "step":
  *
  *   disk    read the manifest, make (or find again) the disk's target (AWS: an EBS
- *           snapshot), split the chunks into shards of XM_CONVERT_SHARD_CHUNKS, fan
+ *           snapshot, or a raw / VMDK image in S3 when the migration's "aws_import"
+ *           asks for one), split the chunks into shards of XM_CONVERT_SHARD_CHUNKS, fan
  *           them out. The disk keeps its place in the host's group (nested fan-in).
  *   shard   fetch each stored chunk, check its SHA-256 against the manifest, decompress,
  *           write it to the target (all-zero blocks never sent); record its block count.
@@ -104,19 +105,21 @@ static int step_disk(struct worker *w, const struct job *job, json_t *pl, struct
         goto out;
     }
     size_t per = shard_chunks((unsigned long long)chunk_size);
-    char ref[PROVIDER_REF_MAX];
+    char ref[PROVIDER_REF_MAX], fmt[16];
     long block = 0;
-    if (ops->image_format) {
+    if (image_format_for(worker_redis(w), m.id, ops, fmt, err) < 0)
+        goto out;
+    if (fmt[0]) {
         struct convert_params prm = {.in_size = (uint64_t)size,
                                      .shard_size = (uint64_t)per * (uint64_t)chunk_size,
                                      .created = (int64_t)time(NULL)};
-        if (convert_format_parse(ops->image_format, &prm.format, err) < 0)
+        if (convert_format_parse(fmt, &prm.format, err) < 0)
             goto out;
         image_id_for(m.id, job->host, job->disk, prm.id);
         if (prm.shard_size % convert_shard_align(prm.format) != 0) {
             err_set(err, ERR_PERMANENT,
                     "disk '%s': chunk size %lld is not a multiple of %s's %llu-byte alignment",
-                    job->disk, (long long)chunk_size, ops->image_format,
+                    job->disk, (long long)chunk_size, fmt,
                     (unsigned long long)convert_shard_align(prm.format));
             goto out;
         }
@@ -259,7 +262,7 @@ static int step_shard(struct worker *w, const struct job *job, json_t *pl, struc
     struct image_sink sink;
     image_sink_init(&sink, p, ops, ref, CONVERT_LAYOUT_FIXED);
     if (image) {
-        if (!ops->image_format) {
+        if (!ops->image_begin) {
             err_set(err, ERR_PERMANENT, "disk '%s': cloud '%s' takes no image file", job->disk,
                     m.cloud);
             goto out;
@@ -277,6 +280,7 @@ static int step_shard(struct worker *w, const struct job *job, json_t *pl, struc
             goto out;
         }
         image_sink_init(&sink, p, ops, ref, convert_plan_layout(plan));
+        image_sink_range(&sink, in_off, in_len);
         sh = convert_shard_new(plan, (size_t)shard, &sink.sink);
     }
     size_t i;
@@ -433,14 +437,14 @@ static int finish_image(struct provider *p, const struct provider_ops *ops, cons
     image_sink_init(&sink, p, ops, ref, convert_plan_layout(plan));
     size_t hlen = 0;
     const uint8_t *head = convert_plan_head(plan, &hlen);
-    int fixed = convert_plan_layout(plan) == CONVERT_LAYOUT_FIXED;
-    if (!fixed && ops->image_put_piece(p, ref, 0, head, hlen, err) < 0) {
+    int pieces = image_sink_pieces(&sink);
+    if (pieces && ops->image_put_piece(p, ref, 0, head, hlen, err) < 0) {
         image_sink_release(&sink);
         goto out;
     }
     rc = convert_finish(plan, results, n, &sink.sink, total, err) < 0 ||
                  image_sink_put(&sink, n + 1, err) < 0 ||
-                 ops->image_finish(p, ref, fixed ? 0 : n + 2, image, err) < 0
+                 ops->image_finish(p, ref, pieces ? n + 2 : 0, image, err) < 0
              ? -1
              : 0;
     image_sink_release(&sink);

@@ -1,6 +1,7 @@
 /*
  * xm-import: the last phase of a host. From the host's converted boot disk (the image
- * reference convert recorded on its disk record: an EBS snapshot id for AWS), register
+ * reference convert recorded on its disk record: an EBS snapshot id for AWS, or an
+ * s3:// image for ImportImage) and its other disks as data disks, register
  * the image and start the VM where the blueprint puts the host (machine type, subnet,
  * firewall, public IP), wait until it runs, and record instance and addresses on the
  * host. Every step is found again on a re-run, so a retried job creates nothing twice.
@@ -31,42 +32,59 @@ static const json_t *placement(const json_t *bp, const char *host)
     return NULL;
 }
 
-/* The image reference of the host's boot disk (the one marked boot, else the first in
- * name order with an image), new string. */
-static char *boot_image(struct redisContext *c, const char *mig, const char *host, struct err *err)
+#define DATA_DISKS_MAX 64 /* data disks of one host handed to vm_launch */
+
+/* The image references of the host's converted disks (new strings): the boot disk's (the
+ * one marked boot, else the first in name order with an image) first, then the others in
+ * name order, which vm_launch attaches as data disks. NULL when none. */
+static char **disk_images(struct redisContext *c, const char *mig, const char *host, size_t *n_out,
+                          struct err *err)
 {
     char key[300];
     snprintf(key, sizeof(key), XM_HOST_DISKS_FMT, mig, host);
     redisReply *disks = conn_cmd(c, err, 3, (const char *[]){"SORT", key, "ALPHA"});
+    *n_out = 0;
     if (!disks)
         return NULL;
-    char *image = NULL, *only = NULL;
-    for (size_t i = 0; i < disks->elements && !image; i++) {
+    char **v = xcalloc(disks->elements + 1, sizeof(*v));
+    size_t n = 0, boot = 0;
+    int marked = 0, failed = 0;
+    for (size_t i = 0; i < disks->elements && !failed; i++) {
         char dkey[400];
         snprintf(dkey, sizeof(dkey), XM_DISK_FMT, mig, host, disks->element[i]->str);
         redisReply *d = conn_cmd(c, err, 4, (const char *[]){"HMGET", dkey, "image", "boot"});
-        if (!d)
-            break;
-        if (d->elements == 2 && d->element[0]->type == REDIS_REPLY_STRING) {
-            if (d->element[1]->type == REDIS_REPLY_STRING && strcmp(d->element[1]->str, "1") == 0)
-                image = xstrdup(d->element[0]->str);
-            else if (!only)
-                only = xstrdup(d->element[0]->str); /* no disk marked: the first one */
+        failed = !d;
+        if (d && d->elements == 2 && d->element[0]->type == REDIS_REPLY_STRING) {
+            if (!marked && d->element[1]->type == REDIS_REPLY_STRING &&
+                strcmp(d->element[1]->str, "1") == 0) {
+                boot = n;
+                marked = 1;
+            }
+            v[n++] = xstrdup(d->element[0]->str);
         }
-        freeReplyObject(d);
+        if (d)
+            freeReplyObject(d);
     }
-    size_t n = disks->elements;
+    size_t total = disks->elements;
     freeReplyObject(disks);
-    if (!image)
-        image = only;
-    else
-        free(only);
-    if (!image && err->kind == ERR_NONE)
+    if (!failed && n == 0)
         err_set(err, ERR_PERMANENT,
-                "host '%s' has no converted boot disk (%zu disk records, none with an image "
-                "marked boot)",
-                host, n);
-    return image;
+                "host '%s' has no converted boot disk (%zu disk records, none with an image)",
+                host, total);
+    else if (!failed && n > DATA_DISKS_MAX + 1)
+        err_set(err, ERR_PERMANENT, "host '%s' has %zu converted disks, at most %d", host, n,
+                DATA_DISKS_MAX + 1);
+    if (failed || n == 0 || n > DATA_DISKS_MAX + 1) {
+        for (size_t i = 0; i < n; i++)
+            free(v[i]);
+        free(v);
+        return NULL;
+    }
+    char *b = v[boot]; /* the boot disk first, the others keep their order */
+    memmove(v + 1, v, boot * sizeof(*v));
+    v[0] = b;
+    *n_out = n;
+    return v;
 }
 
 static int import_handle(struct worker *w, const struct job *job, struct job_result *res,
@@ -81,7 +99,8 @@ static int import_handle(struct worker *w, const struct job *job, struct job_res
     int rc = -1;
     struct provider *p = NULL;
     const struct provider_ops *ops = NULL;
-    char *image = NULL;
+    char **images = NULL;
+    size_t n_images = 0;
     redisReply *facts = NULL;
 
     const json_t *place = m.blueprint ? placement(m.blueprint, job->host) : NULL;
@@ -98,8 +117,8 @@ static int import_handle(struct worker *w, const struct job *job, struct job_res
                 subnet ? subnet : "?", job->host);
         goto out;
     }
-    image = boot_image(c, m.id, job->host, err);
-    if (!image)
+    images = disk_images(c, m.id, job->host, &n_images, err);
+    if (!images)
         goto out;
     char hkey[300];
     snprintf(hkey, sizeof(hkey), XM_HOST_FMT, m.id, job->host);
@@ -116,7 +135,9 @@ static int import_handle(struct worker *w, const struct job *job, struct job_res
     struct vm_launch_spec spec = {
         .migration = m.id,
         .host = job->host,
-        .boot_image = image,
+        .boot_image = images[0],
+        .data_images = (const char *const *)images + 1,
+        .n_data_images = n_images - 1,
         .arch = arch,
         .boot_mode = boot,
         .machine_type = json_string_value(json_object_get(place, "machine_type")),
@@ -142,7 +163,9 @@ out:
         ops->close(p);
     if (facts)
         freeReplyObject(facts);
-    free(image);
+    for (size_t i = 0; i < n_images; i++)
+        free(images[i]);
+    free(images);
     mig_info_release(&m);
     return rc;
 }

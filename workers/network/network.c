@@ -19,9 +19,10 @@
 
 /*
  * Rollback (payload "action": "rollback", from POST /v1/migrations/{id}/rollback): every
- * VM, image and disk the migration created, then its network, found by tag, so a re-run
- * after a crash finds only what is left. The migration ends rolled_back. The stored disk
- * chunks are left to the storage's expiry rule (AWS, GCP: xmigrate/ objects expire).
+ * VM, image and disk the migration created, then its network, found by tag, then what it
+ * stored in the object storage (chunks, manifests, image files under
+ * xmigrate/<migration>/), so a re-run after a crash finds only what is left. The
+ * migration ends rolled_back.
  */
 static int rollback(struct redisContext *c, const struct job *job, struct job_result *res,
                     struct err *err)
@@ -34,8 +35,10 @@ static int rollback(struct redisContext *c, const struct job *job, struct job_re
     int rc = -1;
     if (!p)
         goto out;
+    long long objects = 0;
     if ((ops->teardown && ops->teardown(p, m.id, err) < 0) ||
-        ops->network_delete(p, m.id, err) < 0) {
+        ops->network_delete(p, m.id, err) < 0 ||
+        (ops->storage_delete && ops->storage_delete(p, m.id, &objects, err) < 0)) {
         err_prefix(err, "rollback");
         goto out;
     }
@@ -44,8 +47,8 @@ static int rollback(struct redisContext *c, const struct job *job, struct job_re
     job_result_hset(res, key, "status", "rolled_back");
     job_result_message(res,
                        "rollback: every VM, image, disk and network of migration %s "
-                       "deleted",
-                       m.id);
+                       "deleted, and %lld stored objects",
+                       m.id, objects);
     rc = 0;
 out:
     if (p)

@@ -11,6 +11,8 @@
  *   fail         string  "transient" or "permanent": fail instead of finishing
  *   fail_until   int     only fail while attempt <= this (default: always)
  *   abort        bool    crash (abort) on every delivery: a poison pill
+ *   wait_until   int     ask to be offered again (job_result_wait, every wait_ms, default
+ *                        100) until this time, in ms since the epoch
  *   fanout       int     emit this many NEXT jobs (disks d1..dN) as one fan-in group
  *   next         string  hand off to this phase instead of NEXT ("" ends the chain)
  *   child        object  payload of the emitted jobs (default: {})
@@ -42,19 +44,26 @@ static int noop_handle(struct worker *w, const struct job *job, struct job_resul
     if (!p)
         return err_set(err, ERR_PERMANENT, "payload: %s", jerr.text);
 
-    json_int_t sleep_ms = 0, jitter_ms = 0, fail_until = 1000000, fanout = 0;
+    json_int_t sleep_ms = 0, jitter_ms = 0, fail_until = 1000000, fanout = 0, wait_until = 0,
+               wait_ms = 100;
     const char *fail = NULL, *next = next_phase;
     int abort_flag = 0;
     json_t *child_v = NULL, *to_hosts = NULL;
-    if (json_unpack_ex(p, &jerr, 0, "{s?I, s?I, s?s, s?I, s?b, s?I, s?s, s?o, s?o}", "sleep_ms",
-                       &sleep_ms, "jitter_ms", &jitter_ms, "fail", &fail, "fail_until", &fail_until,
-                       "abort", &abort_flag, "fanout", &fanout, "next", &next, "child", &child_v,
-                       "to_hosts", &to_hosts) < 0) {
+    if (json_unpack_ex(p, &jerr, 0, "{s?I, s?I, s?s, s?I, s?b, s?I, s?s, s?o, s?o, s?I, s?I}",
+                       "sleep_ms", &sleep_ms, "jitter_ms", &jitter_ms, "fail", &fail, "fail_until",
+                       &fail_until, "abort", &abort_flag, "fanout", &fanout, "next", &next, "child",
+                       &child_v, "to_hosts", &to_hosts, "wait_until", &wait_until, "wait_ms",
+                       &wait_ms) < 0) {
         err_set(err, ERR_PERMANENT, "payload: %s", jerr.text);
         goto out;
     }
     if (abort_flag)
         abort();
+    if (job_now_us() / 1000 < wait_until) {
+        job_result_wait(res, wait_ms, "injected wait");
+        rc = 0;
+        goto out;
+    }
 
     if (jitter_ms > 0)
         sleep_ms += random() % (jitter_ms + 1);

@@ -623,6 +623,30 @@ class ApiTest(Base):
         g = X.client.get("/v1/migrations/%s/blueprint" % r.json["id"])
         self.assertEqual((g.status, g.json), (200, bp))
 
+    def test_migration_aws_import(self):
+        # stored and shown as asked; absent: "ebs" for aws, nothing for another cloud
+        for want in ("raw", "vmdk", "ebs"):
+            r = X.client.post("/v1/migrations", dict(mig_body(), aws_import=want))
+            self.assertEqual(r.status, 201, r)
+            self.assertEqual(X.redis("HGET", "xm:mig:" + r.json["id"], "aws_import"), want)
+            self.assertEqual(X.client.get("/v1/migrations/" + r.json["id"]).json["aws_import"],
+                             want)
+        self.assertEqual(X.client.get("/v1/migrations/" + create_mig()).json["aws_import"],
+                         "ebs")
+        self.assertNotIn("aws_import", X.client.get(
+            "/v1/migrations/" + create_mig(cloud="gcp")).json)
+        migs = X.redis("ZCARD", "xm:migs")
+        for what, body in [("unknown value", dict(mig_body(), aws_import="qcow2")),
+                           ("not a string", dict(mig_body(), aws_import=True)),
+                           ("azure", dict(mig_body(cloud="azure"), aws_import="raw")),
+                           ("gcp", dict(mig_body(cloud="gcp"), aws_import="ebs"))]:
+            with self.subTest(what):
+                r = X.client.post("/v1/migrations", body)
+                self.assertError(r, 400, "invalid_request", "/aws_import")
+                if what in ("azure", "gcp"):
+                    self.assertIn("only an aws migration", r.json["error"]["message"])
+        self.assertEqual(X.redis("ZCARD", "xm:migs"), migs)
+
     def test_address_dotted_quad_out_of_range(self):
         # RFC 1123 2.1: a host name never has the dotted-decimal form #.#.#.#, so
         # "10.0.0.256" is neither an IPv4 address nor a host name (format hostname in
@@ -722,6 +746,54 @@ class ApiTest(Base):
         self.assertEqual(X.client.post(path).status, 202)  # a rollback can run again
         self.assertError(X.client.post("/v1/migrations/%s/rollback" % uuid.uuid4()), 404,
                          "not_found")
+
+    def test_cutover(self):
+        """cutover "manual": the API queues each awaiting host's final clone pass, and only
+        those; max_cloning is stored and shown."""
+        body = dict(mig_body(("web1", "db1")), cutover="manual", max_cloning=1)
+        mig = X.client.post("/v1/migrations", body).json["id"]
+        m = X.client.get("/v1/migrations/" + mig).json
+        self.assertEqual((m["cutover"], m["max_cloning"]), ("manual", 1))
+        plain = create_mig(("web1",))
+        m = X.client.get("/v1/migrations/" + plain).json
+        self.assertEqual((m["cutover"], m["max_cloning"]), ("auto", 4))  # XM_MAX_CLONING
+        for bad in ({"cutover": "later"}, {"max_cloning": 0}, {"max_cloning": "2"}):
+            self.assertError(X.client.post("/v1/migrations", dict(mig_body(), **bad)), 400,
+                             "invalid_request")
+
+        path = "/v1/migrations/%s/cutover" % mig
+        self.assertIn("cutover needs it migrating",
+                      self.assertError(X.client.post(path), 409, "conflict")["message"])
+        X.redis("HSET", "xm:mig:" + mig, "status", "migrating")
+        X.redis("HSET", "xm:mig:" + plain, "status", "migrating")
+        self.assertIn("does not wait for a cutover", self.assertError(
+            X.client.post("/v1/migrations/%s/cutover" % plain), 409, "conflict")["message"])
+        self.assertIn("only hosts awaiting_cutover", self.assertError(
+            X.client.post(path), 409, "conflict")["message"])
+        # web1's first copy is in, as xm-clone leaves a host of a manual cutover
+        X.redis("HSET", "xm:host:%s:web1" % mig, "phase", "clone", "status", "awaiting_cutover")
+        self.assertEqual(X.client.get("/v1/migrations/" + mig).json["hosts"][1]["status"],
+                         "awaiting_cutover")
+        e = self.assertError(X.client.post(path + "?hosts=web1,db1"), 409, "conflict")
+        self.assertIn("db1 is queued in discovery", e["message"])
+        self.assertError(X.client.post(path + "?hosts=nosuch"), 404, "not_found")
+        self.assertError(X.client.post(path + "?freeze=maybe"), 400, "invalid_request")
+        before = len(jobs_of("clone", mig))
+        r = X.client.post(path + "?freeze=true")
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual((r.json["migration"], r.json["status"], len(r.json["hosts"])),
+                         (mig, "cutover", 1))
+        jobs = jobs_of("clone", mig)
+        self.assertEqual(len(jobs), before + 1)
+        job = jobs[-1][1]
+        self.assertEqual((job["host"], job["job"], json.loads(job["payload"])),
+                         ("web1", r.json["hosts"][0]["job"], {"final": True, "freeze": True}))
+        web1 = X.client.get("/v1/migrations/" + mig).json["hosts"][1]
+        self.assertEqual((web1["phase"], web1["status"]), ("clone", "queued"))
+        self.assertIn("host.cutover", [e["type"] for e in events_of(mig)])
+        # queued once: a second call finds no host awaiting cutover
+        self.assertError(X.client.post(path), 409, "conflict")
+        self.assertEqual(len(jobs_of("clone", mig)), before + 1)
 
     # ---- blueprint and approval
 
