@@ -144,24 +144,17 @@ static void launch_resource(struct vm_launch_result *out, const char *kind, cons
                  id);
 }
 
-static void bucket_name(struct provider *p, char *out, size_t size);
-
-/* Instances, images and snapshots by tag (the EBS and the ImportImage path tag alike),
- * then the image files the ImportImage path left in S3. */
+/* Instances, images and snapshots by tag (the EBS and the ImportImage path tag alike);
+ * storage_delete removes the image files with the rest of the migration's objects. */
 static int aws_teardown(struct provider *p, const char *migration, struct err *err)
 {
     struct vm_deleted rep;
     if (vm_delete_migration(p->aws, migration, 600, &rep, err) < 0)
         return -1;
-    char bucket[64];
-    size_t files = 0;
-    bucket_name(p, bucket, sizeof(bucket));
-    if (s3image_delete_migration(p->aws, bucket, migration, &files, err) < 0)
-        return -1;
-    log_info("rollback: instances, images, snapshots and image files deleted",
+    log_info("rollback: instances, images and snapshots deleted",
              "migration=%s instances=%d "
-             "images=%d snapshots=%d image_files=%zu",
-             migration, rep.instances, rep.images, rep.snapshots, files);
+             "images=%d snapshots=%d",
+             migration, rep.instances, rep.images, rep.snapshots);
     return 0;
 }
 

@@ -23,6 +23,9 @@
  * left; nothing is joined twice. s3image_begin() removes the marker, so converting a disk
  * again really joins its new pieces.
  *
+ * Rollback needs nothing of its own here: everything lives under the migration's prefix,
+ * which the provider's storage_delete removes.
+ *
  * Errors name the image key (which names migration, host and disk) and the piece. Every
  * function blocks on S3; nothing logs. Pointers are borrowed for the call.
  */
@@ -89,10 +92,5 @@ struct s3image_report {
  */
 int s3image_join(struct aws *a, const char *bucket, const char *key, size_t npieces,
                  struct s3image_report *report, struct err *err);
-
-/* Rollback: remove every image object (images, pieces, markers) of a migration; *deleted
- * (may be NULL) counts them. 0, or -1 with err. */
-int s3image_delete_migration(struct aws *a, const char *bucket, const char *migration,
-                             size_t *deleted, struct err *err);
 
 #endif
