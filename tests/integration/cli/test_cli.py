@@ -307,7 +307,7 @@ class T1Login(Base):
         rc, out, err = X.run("--help")
         self.assertEqual(rc, OK)
         for cmd in ("login", "credentials", "migrate", "approve", "status", "watch", "retry",
-                    "cancel", "rollback", "Exit codes"):
+                    "cutover", "cancel", "rollback", "Exit codes"):
             self.assertIn(cmd, out)
         for args in (("frobnicate",), ("approve",), ("approve", "a", "b"), ("cancel",),
                      ("watch",), ("migrate", "create"), ("credentials", "add", "--name", "x"),
@@ -630,6 +630,27 @@ class T3Migrations(Base):
         self.assertRefused(X.run("retry", mig, "nohost"), 404,
                            "migration '%s' has no host 'nohost'" % mig, "not_found")
 
+    def test_cutover(self):
+        body = dict(mig_body(("k1", "k2")), cutover="manual")
+        mig = X.client.post("/v1/migrations", body).json["id"]
+        _, e = api_error("POST", "/v1/migrations/%s/cutover" % mig)
+        self.assertRefused(X.run("cutover", mig), 409, e["message"], "conflict")
+        # k2's first copy is in, as xm-clone leaves a host of a manual cutover
+        X.redis("HSET", "xm:mig:" + mig, "status", "migrating")
+        X.redis("HSET", "xm:host:%s:k2" % mig, "phase", "clone", "status", "awaiting_cutover")
+        _, e = api_error("POST", "/v1/migrations/%s/cutover?hosts=k1" % mig)
+        self.assertRefused(X.run("cutover", mig, "k1"), 409, e["message"], "conflict")
+        rc, out, err = X.run("cutover", mig, "--freeze")
+        self.assertEqual(rc, OK, err)
+        self.assertRegex(out, r"^host k2: final copy queued as job [0-9a-f]{32}\n$")
+        job = [f for _, f in X.redis.xrange("xm:q:clone") if f.get("migration") == mig][-1]
+        self.assertEqual(json.loads(job["payload"]), {"final": True, "freeze": True})
+        X.redis("HSET", "xm:host:%s:k1" % mig, "phase", "clone", "status", "awaiting_cutover")
+        rc, out, err = X.run("--json", "cutover", mig, "k1")
+        self.assertEqual(rc, OK, err)
+        self.assertEqual([h["host"] for h in json.loads(out)["hosts"]], ["k1"])
+        self.assertEqual(X.run("cutover", mig, "../x")[0], USAGE)
+
     def test_cancel_and_rollback(self):
         mig = create_mig(("c1",))
         X.redis("SADD", "xm:mig:%s:resources" % mig, "vpc:vpc-0123456789abcdef0")
@@ -899,7 +920,7 @@ class T9Final(Base):
             if words:
                 ran.setdefault(words[0], set()).add(mode)
         for cmd in ("login", "credentials", "migrate", "approve", "status", "watch", "retry",
-                    "cancel", "rollback"):
+                    "cutover", "cancel", "rollback"):
             self.assertEqual(ran.get(cmd), {"human", "json"}, cmd)
 
     def test_3_no_secret_and_no_sanitizer_report(self):
