@@ -1482,7 +1482,11 @@ void mig_cutover(struct api_req *r)
                                 (int)(n < 100 ? n : 100), p);
                 goto out;
             }
-            json_array_append_new(names, json_string(name));
+            int twice = 0; /* a name given twice still gets one final pass */
+            for (size_t i = 0; i < json_array_size(names); i++)
+                twice |= strcmp(json_string_value(json_array_get(names, i)), name) == 0;
+            if (!twice)
+                json_array_append_new(names, json_string(name));
             p += n + (p[n] == ',');
         }
     } else {

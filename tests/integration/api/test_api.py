@@ -779,7 +779,7 @@ class ApiTest(Base):
         self.assertError(X.client.post(path + "?hosts=nosuch"), 404, "not_found")
         self.assertError(X.client.post(path + "?freeze=maybe"), 400, "invalid_request")
         before = len(jobs_of("clone", mig))
-        r = X.client.post(path + "?freeze=true")
+        r = X.client.post(path + "?freeze=true&hosts=web1,web1")
         self.assertEqual(r.status, 202, r)
         self.assertEqual((r.json["migration"], r.json["status"], len(r.json["hosts"])),
                          (mig, "cutover", 1))
