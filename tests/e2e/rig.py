@@ -334,6 +334,7 @@ class Rig:
         every process reconnects on its own."""
         self.redis.stop()
         self.redis.start()
+        self.r.close()  # our own client reconnects on its next command
 
     def holder(self, phase, step=None):
         """The consumer holding a job of phase right now (a pending entry), or None; with

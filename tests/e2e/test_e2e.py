@@ -85,7 +85,7 @@ class Rigged(unittest.TestCase):
             r.stop()
         for s in getattr(cls, "sources", []):
             s.down()
-        if os.environ.get("XM_KEEP_TEST_DIRS"):
+        if os.environ.get("XM_KEEP_TEST_DIRS") or getattr(cls, "failed", False):
             print("work directory kept: %s" % cls.work, file=sys.stderr)
         else:
             shutil.rmtree(cls.work, ignore_errors=True)
@@ -102,8 +102,11 @@ class Rigged(unittest.TestCase):
     def explain(self, mig):
         """What an operator would look at when a migration did not end well."""
         m = self.rig.migration(mig)
+        hosts = [(h["name"], h.get("phase"), h.get("status"), h.get("error", ""))
+                 for h in m.get("hosts", [])]
         dead = self.rig.r.xrange("xm:dead")
-        return "migration %s\ndead jobs: %s\nlogs in %s" % (m, dead[-5:], self.work)
+        return "migration %s: %s\nhosts: %s\ndead jobs: %s\nlogs in %s" % (
+            mig, m["status"], hosts, dead[-5:], self.work)
 
 
 # 20% of the cloud calls answered by the proxy, a third each: 503, 429 (each rule sees
@@ -218,6 +221,25 @@ class EndToEnd(Rigged):
         self.assertEqual(sorted(h["host"] for h in out["hosts"]), sorted(hosts))
 
     def test_migration(self):
+        try:
+            self.migration()
+        except BaseException:
+            type(self).failed = True  # keep the work directory: its logs say why
+            self.print_warnings()
+            raise
+
+    def print_warnings(self, limit=40):
+        """The workers' warnings and errors, for a CI log that outlives the machine."""
+        for name in sorted(os.listdir(self.work)):
+            if not name.endswith(".log"):
+                continue
+            with open(os.path.join(self.work, name), errors="replace") as f:
+                bad = [line.rstrip()[:400] for line in f
+                       if "level=warn" in line or "level=error" in line]
+            for line in bad[-limit:]:
+                print("%s: %s" % (name, line), file=sys.stderr)
+
+    def migration(self):
         r = self.rig
         unreachable = [{"name": "gone", "address": "127.0.0.1", "port": 9}] \
             if ARGS.unreachable else []
