@@ -29,6 +29,9 @@
  * the job that empties the inner group continues the outer member. */
 #define XM_FANIN_UP_FMT "xm:fanin:%s:up"
 
+/* A waiting job's last job.waiting event (string, TTL 600 s): xm:waiting:<job id>. */
+#define XM_WAIT_NOTE_FMT "xm:waiting:%s"
+
 /* Live workers: xm:worker:<consumer>, JSON, expires unless refreshed by the heartbeat. */
 #define XM_WORKER_FMT "xm:worker:%s"
 

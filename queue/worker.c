@@ -831,7 +831,7 @@ static int append_retry(struct worker *w, const struct job *job, const struct er
 /* WAIT: the handler said "not now" (job_result_wait): the same attempt back in the
  * delayed set, due after the delay it asked for; the host shows queued with the reason. */
 static int append_wait(struct worker *w, const struct job *job, const struct job_result *res,
-                       long long picked_us)
+                       int announce, long long picked_us)
 {
     char *member = delayed_member(job, job->attempt);
     struct cmd *c = &w->cmd;
@@ -852,8 +852,29 @@ static int append_wait(struct worker *w, const struct job *job, const struct job
         cmd_append(w->ctx, c);
         queued++;
     }
+    if (!announce)
+        return queued;
     append_event(w, job, "job.waiting", NULL, res->message, picked_us, NULL, ERR_NONE);
     return queued + 1;
+}
+
+/*
+ * Whether a waiting job's event is due: the first wait of a job, then one every
+ * WAIT_EVENT_S, so hosts queued behind a limit for an hour do not flood the capped
+ * events stream (the host's "waiting" field always says why). 1 or 0; -1 with err.
+ */
+#define WAIT_EVENT_S "600"
+static int wait_announce(struct worker *w, const struct job *job, struct err *err)
+{
+    char key[200];
+    snprintf(key, sizeof(key), XM_WAIT_NOTE_FMT, job->id);
+    const char *argv[] = {"SET", key, "1", "NX", "EX", WAIT_EVENT_S};
+    redisReply *r = conn_cmd(w->ctx, err, 6, argv);
+    if (!r)
+        return -1;
+    int due = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    return due;
 }
 
 /* DEAD: the whole job and its error into xm:dead, the host failed with the reason and
@@ -965,6 +986,9 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
     int grouped = how == SETTLE_DONE && job->group[0];
     if (grouped)
         snprintf(fanin_key, sizeof(fanin_key), XM_FANIN_FMT, job->group);
+    int announce = how == SETTLE_WAIT ? wait_announce(w, job, err) : 0;
+    if (announce < 0)
+        return -1;
 
     for (int tries = 0; tries < 100; tries++) {
         int last = 1;
@@ -1010,7 +1034,7 @@ static int settle(struct worker *w, const struct job *job, enum settle how,
             queued += append_release(w, job, picked_us);
             break;
         case SETTLE_WAIT:
-            queued += append_wait(w, job, res, picked_us);
+            queued += append_wait(w, job, res, announce, picked_us);
             break;
         }
         crash_point(w, "before_exec");

@@ -105,7 +105,8 @@ void job_result_hincrby(struct job_result *r, const char *key, const char *field
  * Not now: the job goes back, with the same attempt, and is offered again after
  * delay_ms (the handler found a limit reached, e.g. a migration's max_cloning). Nothing
  * is handed off; the host shows queued with the reason in its "waiting" field, and a
- * job.waiting event carries it. Waiting never counts as a failed attempt.
+ * job.waiting event carries it (the first wait, then one every 10 minutes: a long queue
+ * does not flood the capped events stream). Waiting never counts as a failed attempt.
  */
 void job_result_wait(struct job_result *r, long long delay_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
