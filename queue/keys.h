@@ -103,7 +103,7 @@
 #define XM_H_ATTEMPT "attempt"
 #define XM_H_UPDATED "updated"
 #define XM_H_FAILED_JOB "failed_job" /* the job that failed for good (JSON), for retry */
-#define XM_H_WAITING "waiting" /* why its queued job waits (a limit reached), else empty */
+#define XM_H_WAITING "waiting"       /* why its queued job waits (a limit reached), else empty */
 /* Written by discovery. */
 #define XM_H_DISCOVERY "discovery"             /* discovered, unreachable or failed */
 #define XM_H_DISCOVERY_ERROR "discovery_error" /* why not discovered (Ansible's message) */

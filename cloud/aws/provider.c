@@ -376,8 +376,7 @@ static int aws_image_begin(struct provider *p, const char *migration, const char
 {
     char bucket[64], key[S3_KEY_MAX + 1];
     bucket_name(p, bucket, sizeof(bucket));
-    if (s3image_key(migration, host, disk, fixed_size ? "raw" : "vmdk", key, sizeof(key), err) <
-        0)
+    if (s3image_key(migration, host, disk, fixed_size ? "raw" : "vmdk", key, sizeof(key), err) < 0)
         return -1;
     int n = snprintf(ref, PROVIDER_REF_MAX, "%s/%s", bucket, key);
     if (n < 0 || n >= PROVIDER_REF_MAX)

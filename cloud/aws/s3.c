@@ -1011,7 +1011,8 @@ int s3_multipart_copy_part(struct aws *a, const char *bucket, const char *key,
                            uint64_t len, char etag[S3_ETAG_MAX], struct err *err)
 {
     etag[0] = '\0';
-    if (check_upload(bucket, key, upload_id, err) < 0 || check_key("source key", src_key, 0, err) < 0)
+    if (check_upload(bucket, key, upload_id, err) < 0 ||
+        check_key("source key", src_key, 0, err) < 0)
         return fail(err, "copy part", bucket, key);
     if (number < 1 || number > S3_PARTS_MAX || len == 0 || len > S3_PUT_MAX) {
         err_set(err, ERR_PERMANENT, "part %d of %" PRIu64 " bytes from '%.200s' is out of bounds",

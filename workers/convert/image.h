@@ -47,7 +47,7 @@ struct image_sink {
     uint8_t *buf; /* CONCAT: the piece so far */
     size_t len, cap;
     uint64_t base, end; /* FIXED as pieces: the range of the output the piece covers */
-    uint64_t written; /* bytes handed to the provider */
+    uint64_t written;   /* bytes handed to the provider */
 };
 
 void image_sink_init(struct image_sink *s, struct provider *p, const struct provider_ops *ops,

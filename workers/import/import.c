@@ -69,8 +69,8 @@ static char **disk_images(struct redisContext *c, const char *mig, const char *h
     freeReplyObject(disks);
     if (!failed && n == 0)
         err_set(err, ERR_PERMANENT,
-                "host '%s' has no converted boot disk (%zu disk records, none with an image)",
-                host, total);
+                "host '%s' has no converted boot disk (%zu disk records, none with an image)", host,
+                total);
     else if (!failed && n > DATA_DISKS_MAX + 1)
         err_set(err, ERR_PERMANENT, "host '%s' has %zu converted disks, at most %d", host, n,
                 DATA_DISKS_MAX + 1);
