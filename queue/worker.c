@@ -131,7 +131,8 @@ void job_result_hincrby(struct job_result *r, const char *key, const char *field
     h->incr = by;
 }
 
-static void set_message(struct job_result *r, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_message(struct job_result *r, const char *fmt,
+                                                              va_list ap)
 {
     char buf[512];
     vsnprintf(buf, sizeof(buf), fmt, ap);
