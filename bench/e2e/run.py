@@ -15,8 +15,10 @@ snapshot.
 The disk is 2 GiB of which --nonzero-mib MiB are written, in pieces spread over the
 disk, alternately log-like text and random bytes; the rest is zeros (holes). Every
 non-zero 512-byte block costs one PutSnapshotBlock to moto (moto reports 512-byte EBS
-blocks) and one GetSnapshotBlock to read it back, so that amount, not the disk's size,
-decides how long a pass takes (bench/README.md, "End to end").
+blocks) and one GetSnapshotBlock to read it back, each on a new TCP connection (moto's
+werkzeug closes every one), so that amount, not the disk's size, decides how long a pass
+takes; the default 8 MiB also stays under the source ports TIME_WAIT would exhaust
+(bench/README.md, "End to end").
 
 Per phase, from xm:events: the phase's wall time runs from the first of its jobs entering
 its stream (`enqueued`) to the last of them settling (`ts` of job.done/job.joined). The
@@ -34,7 +36,6 @@ kept in bench/results/e2e-<UTC time>.txt.
 """
 import argparse
 import datetime
-import json
 import os
 import random
 import shutil
@@ -61,6 +62,22 @@ def build(dirname):
                    stdout=subprocess.DEVNULL)
 
 
+def built_from(args):
+    """What the binaries were built from: the commit and how many tracked files differed
+    from it when this run built them; with --no-build, only when xm-convert was built."""
+    if args.no_build:
+        at = os.path.getmtime(os.path.join(args.build, "convert", "xm-convert"))
+        return "binaries of %s as they were (xm-convert built %s UTC)" % (
+            args.build, datetime.datetime.fromtimestamp(
+                at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"))
+    git = ["git", "-C", TOP]
+    rev = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.count("\n")
+    return "built from commit %s, %d uncommitted file(s)" % (rev, dirty)
+
+
 def busy_over(secs):
     """How busy the whole machine was over the next secs seconds (0..1)."""
     def read():
@@ -74,13 +91,12 @@ def busy_over(secs):
 
 
 def wait_quiet(limit_s):
-    """Wait (up to limit_s) until the machine is under 15% busy over 3 s; returns how
-    busy it was last."""
+    """Wait (up to limit_s) until the machine is under 15% busy over 3 s."""
     deadline = time.monotonic() + limit_s
     while True:
         busy = busy_over(3)
         if busy < 0.15 or time.monotonic() > deadline:
-            return busy
+            return
         print("machine %.0f%% busy, waiting for it to be quiet ..." % (100 * busy),
               file=sys.stderr, flush=True)
 
@@ -191,15 +207,17 @@ def verify(r, src, snapshot, size):
             at += len(want)
 
 
-def one_pass(args, converters, tree):
+def one_pass(args, index, converters, tree):
     import rig  # noqa: E402 (tests/e2e: needs root to be of any use)
     work = tempfile.mkdtemp(prefix="xm-bench-e2e-")
     size = args.size_mib * MIB
-    out = {"converters": converters, "work": work}
+    out = {"converters": converters}
     ok = False
-    out["busy_before"] = wait_quiet(args.quiet_wait)
+    wait_quiet(args.quiet_wait)
     try:
-        src = rig.Source(200 + os.getpid() % 40, work, tree, [size],
+        # A number of its own per pass: the previous pass's namespace may still be
+        # going away in the kernel.
+        src = rig.Source(200 + os.getpid() % 20 * 2 + index, work, tree, [size],
                          make=make_disk(args.nonzero_mib, args.pieces))
         src.up()
         r = rig.Rig(args.build, work, "aws", converters=converters, api_ip=src.host_ip)
@@ -240,11 +258,10 @@ def one_pass(args, converters, tree):
               % (converters, t1 - t0), file=sys.stderr, flush=True)
         tv = time.time()
         verify(r, src, d["image"], size)
-        out.update(spans=spans, marks=marks, wall=t1 - t0, verify_s=time.time() - tv,
+        out.update(spans=spans, marks=marks, verify_s=time.time() - tv,
                    approved=marks.get("migration.approved"),
-                   end=marks.get("migration.done", t1), image=d["image"],
+                   end=marks.get("migration.done", t1),
                    convert_cpu=sampler.window(*spans["convert"][:2]),
-                   clone_cpu=sampler.window(*spans["clone"][:2]),
                    moto_requests=count_requests(os.path.join(work, "moto.log")))
         ok = True
         return out
@@ -354,8 +371,8 @@ def main():
     ap.add_argument("--build", default=os.path.join(TOP, "build-bench"),
                     help="build directory (default build-bench, made Release here)")
     ap.add_argument("--no-build", action="store_true", help="use --build as it is")
-    ap.add_argument("--nonzero-mib", type=int, default=16,
-                    help="MiB of the disk that are not zeros (default 16; see the README)")
+    ap.add_argument("--nonzero-mib", type=int, default=8,
+                    help="MiB of the disk that are not zeros (default 8; see the README)")
     ap.add_argument("--pieces", type=int, default=32,
                     help="pieces the non-zero data is cut into, spread over the disk")
     ap.add_argument("--size-mib", type=int, default=2048, help="disk size (default 2048)")
@@ -372,19 +389,18 @@ def main():
     args.build = os.path.abspath(args.build)
     if not args.no_build:
         build(args.build)
+    source = built_from(args)
     counts = [int(x) for x in args.converters.split(",")]
     import rig  # noqa: E402
     tree = rig.root_tree()
     passes = []
-    for n in counts:
-        passes.append(one_pass(args, n, tree))
+    for i, n in enumerate(counts):
+        passes.append(one_pass(args, i, n, tree))
     piece = args.nonzero_mib * MIB // args.pieces // 512 * 512
     lines = []
     stamp = datetime.datetime.now(datetime.timezone.utc)
-    rev = subprocess.run(["git", "-C", TOP, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    lines.append("source: commit %s; %s UTC; %d cores; load before %s" % (
-        rev, stamp.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), LOAD_BEFORE))
+    lines.append("source: %s; %s UTC; %d cores; load before %s" % (
+        source, stamp.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), LOAD_BEFORE))
     print(lines[0])
     report(args, passes, piece * args.pieces, lines)
     os.makedirs(os.path.join(TOP, "bench", "results"), exist_ok=True)
