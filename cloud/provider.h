@@ -160,6 +160,9 @@ struct provider_ops {
      *   gs://bucket/object), PROVIDER_REF_MAX bytes.
      */
     const char *image_format;
+    /* CONCAT: the most pieces image_finish can join (AWS: one multipart upload takes
+     * S3_PARTS_MAX parts), 0 for no limit; the converter makes shards bigger to fit. */
+    size_t image_pieces_max;
     int (*image_begin)(struct provider *p, const char *migration, const char *host,
                        const char *disk, unsigned long long fixed_size, char ref[PROVIDER_REF_MAX],
                        struct err *err);

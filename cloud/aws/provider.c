@@ -423,6 +423,7 @@ const struct provider_ops aws_provider = {
     .disk_write = aws_disk_write,
     .disk_finish = aws_disk_finish,
     /* image_format stays NULL: EBS is the default; "aws_import" picks these. */
+    .image_pieces_max = S3_PARTS_MAX,
     .image_begin = aws_image_begin,
     .image_put_piece = aws_image_put_piece,
     .image_finish = aws_image_finish,

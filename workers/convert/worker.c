@@ -109,6 +109,16 @@ static int step_disk(struct worker *w, const struct job *job, json_t *pl, struct
     long block = 0;
     if (image_format_for(worker_redis(w), m.id, ops, fmt, err) < 0)
         goto out;
+    if (fmt[0] && ops->image_pieces_max > 2) {
+        /* Head, shards, tail: never more pieces than the provider can join (a 1 TiB raw
+         * disk in 64 MiB shards would be 16,386 pieces, S3 joins 10,000 parts). */
+        unsigned long long nchunks =
+            ((unsigned long long)size + (unsigned long long)chunk_size - 1) /
+            (unsigned long long)chunk_size;
+        unsigned long long most = ops->image_pieces_max - 2;
+        if ((nchunks + per - 1) / per > most)
+            per = (size_t)((nchunks + most - 1) / most);
+    }
     if (fmt[0]) {
         struct convert_params prm = {.in_size = (uint64_t)size,
                                      .shard_size = (uint64_t)per * (uint64_t)chunk_size,
