@@ -944,6 +944,36 @@ void mig_cancel(struct api_req *r)
 }
 
 /*
+ * One transaction, after the caller WATCHed the migration: its status (and more field,
+ * value pairs: NULL-terminated, or NULL), the migration-level network job with payload,
+ * and an event. run_tx()'s result: 0, 1 when the WATCH aborted it, -1 with err.
+ */
+static int status_and_network_job(struct api_req *r, const char *id, const char *status,
+                                  const char *const *fields, const char *payload, const char *event,
+                                  const char *msg, struct err *err)
+{
+    struct cmds c = {0};
+    cmd_arg(cmds_add(&c), "MULTI");
+    struct cmd *m = cmds_add(&c);
+    cmd_arg(m, "HSET");
+    cmd_argf(m, XM_MIG_FMT, id);
+    cmd_arg(m, "status");
+    cmd_arg(m, status);
+    for (size_t i = 0; fields && fields[i]; i++)
+        cmd_arg(m, fields[i]);
+    cmd_arg(m, "updated");
+    cmd_argll(m, job_now_us() / 1000);
+    struct job_spec spec = {
+        .migration = id, .host = XM_HOST_NONE, .phase = "network", .payload = payload};
+    job_spec_xadd(cmds_add(&c), &spec, job_now_us());
+    add_event(&c, event, id, NULL, msg);
+    cmd_arg(cmds_add(&c), "EXEC");
+    int rc = run_tx(r, &c, err);
+    cmds_release(&c);
+    return rc;
+}
+
+/*
  * POST /v1/migrations/{id}/rollback: delete every cloud resource the migration created
  * (VMs, images, disks, the network; xm-network does it, found by tag). Only once nothing
  * runs any more: done, partially_failed, failed or cancelled (or a rollback to run again).
@@ -981,24 +1011,8 @@ void mig_rollback(struct api_req *r)
         return;
     }
     freeReplyObject(h);
-    struct cmds c = {0};
-    cmd_arg(cmds_add(&c), "MULTI");
-    struct cmd *m = cmds_add(&c);
-    cmd_arg(m, "HSET");
-    cmd_arg(m, key);
-    cmd_arg(m, "status");
-    cmd_arg(m, "rolling_back");
-    cmd_arg(m, "updated");
-    cmd_argll(m, job_now_us() / 1000);
-    struct job_spec spec = {.migration = id,
-                            .host = XM_HOST_NONE,
-                            .phase = "network",
-                            .payload = "{\"action\":\"rollback\"}"};
-    job_spec_xadd(cmds_add(&c), &spec, job_now_us());
-    add_event(&c, "migration.rollback", id, NULL, "rollback queued");
-    cmd_arg(cmds_add(&c), "EXEC");
-    int rc = run_tx(r, &c, &err);
-    cmds_release(&c);
+    int rc = status_and_network_job(r, id, "rolling_back", NULL, "{\"action\":\"rollback\"}",
+                                    "migration.rollback", "rollback queued", &err);
     if (rc < 0) {
         api_reply_unavailable(r, &err);
         return;
@@ -1263,26 +1277,10 @@ static void approve(struct api_req *r, const char *override)
             return;
         }
         free(standing);
-        struct cmds c = {0};
-        cmd_arg(cmds_add(&c), "MULTI");
-        struct cmd *m = cmds_add(&c);
-        cmd_arg(m, "HSET");
-        cmd_arg(m, key);
-        cmd_arg(m, "status");
-        cmd_arg(m, MIG_APPROVED);
-        cmd_arg(m, "approved_by");
-        cmd_arg(m, r->token_name);
-        cmd_arg(m, "overrides");
-        cmd_arg(m, override ? override : "");
-        cmd_arg(m, "updated");
-        cmd_argll(m, job_now_us() / 1000);
-        struct job_spec spec = {
-            .migration = id, .host = XM_HOST_NONE, .phase = "network", .payload = "{}"};
-        job_spec_xadd(cmds_add(&c), &spec, job_now_us());
-        add_event(&c, "migration.approved", id, NULL, "network queued");
-        cmd_arg(cmds_add(&c), "EXEC");
-        int rc = run_tx(r, &c, &err);
-        cmds_release(&c);
+        const char *fields[] = {"approved_by", r->token_name, "overrides", override ? override : "",
+                                NULL};
+        int rc = status_and_network_job(r, id, MIG_APPROVED, fields, "{}", "migration.approved",
+                                        "network queued", &err);
         if (rc < 0) {
             api_reply_unavailable(r, &err);
             return;
