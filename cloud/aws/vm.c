@@ -591,6 +591,32 @@ static char **ids_of(struct aws *a, const char *action, const char *const *param
     return out;
 }
 
+/* Every resource describe lists (its ids under field, starting with prefix) removed by
+ * action with its id as param, counted in *count; kind ("image") names them in errors.
+ * 0, or -1 with err naming which. */
+static int delete_owned(struct aws *a, const char *migration, const char *const *owned,
+                        const char *kind, const char *describe, const char *field,
+                        const char *prefix, const char *action, const char *param, int *count,
+                        struct err *err)
+{
+    size_t n = 0;
+    char **ids = ids_of(a, describe, owned, field, prefix, &n, err);
+    if (!ids)
+        return err_prefix(err, "vm: list the %ss of migration '%s'", kind, migration);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *p[] = {param, ids[i], NULL};
+        char *xml = NULL;
+        rc = aws_ec2(a, action, p, &xml, err);
+        free(xml);
+        if (rc < 0)
+            err_prefix(err, "vm: %s %s '%s'", action, kind, ids[i]);
+        *count += rc == 0;
+    }
+    aws_strv_free(ids, n);
+    return rc;
+}
+
 int vm_delete_migration(struct aws *a, const char *migration, int timeout_s,
                         struct vm_deleted *report, struct err *err)
 {
@@ -643,33 +669,9 @@ int vm_delete_migration(struct aws *a, const char *migration, int timeout_s,
         pause_ms(delay < left ? delay : left);
         delay = delay * 2 > 5000 ? 5000 : delay * 2;
     }
-    ids = ids_of(a, "DescribeImages", owned, "imageId", "ami-", &n, err);
-    if (!ids)
-        return err_prefix(err, "vm: list the images of migration '%s'", migration);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *p[] = {"ImageId", ids[i], NULL};
-        char *xml = NULL;
-        rc = aws_ec2(a, "DeregisterImage", p, &xml, err);
-        free(xml);
-        if (rc < 0)
-            err_prefix(err, "vm: deregister image '%s'", ids[i]);
-        report->images += rc == 0;
-    }
-    aws_strv_free(ids, n);
-    if (rc < 0)
+    if (delete_owned(a, migration, owned, "image", "DescribeImages", "imageId", "ami-",
+                     "DeregisterImage", "ImageId", &report->images, err) < 0)
         return -1;
-    ids = ids_of(a, "DescribeSnapshots", owned, "snapshotId", "snap-", &n, err);
-    if (!ids)
-        return err_prefix(err, "vm: list the snapshots of migration '%s'", migration);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *p[] = {"SnapshotId", ids[i], NULL};
-        char *xml = NULL;
-        rc = aws_ec2(a, "DeleteSnapshot", p, &xml, err);
-        free(xml);
-        if (rc < 0)
-            err_prefix(err, "vm: delete snapshot '%s'", ids[i]);
-        report->snapshots += rc == 0;
-    }
-    aws_strv_free(ids, n);
-    return rc;
+    return delete_owned(a, migration, owned, "snapshot", "DescribeSnapshots", "snapshotId", "snap-",
+                        "DeleteSnapshot", "SnapshotId", &report->snapshots, err);
 }
