@@ -1441,6 +1441,47 @@ void mig_host_retry(struct api_req *r)
     freeReplyObject(h);
 }
 
+/* The hosts a cutover names (?hosts=a,b, each once), else every host of the migration,
+ * appended to names. -1 after replying (404 for an unknown host, 400, 503). */
+static int cutover_names(struct api_req *r, const char *id, const char *hosts_q, json_t *names)
+{
+    struct err err = {0};
+    char skey[200];
+    snprintf(skey, sizeof(skey), XM_MIG_HOSTS_FMT, id);
+    redisReply *set = api_cmd(r, &err, 3, (const char *[]){"SORT", skey, "ALPHA"});
+    if (!set) {
+        api_reply_unavailable(r, &err);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; !hosts_q && i < set->elements; i++)
+        json_array_append_new(names, json_string(set->element[i]->str));
+    for (const char *p = hosts_q; p && *p && rc == 0;) {
+        size_t n = strcspn(p, ",");
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(n < 63 ? n : 63), p);
+        int known = 0, twice = 0; /* a name given twice still gets one final pass */
+        for (size_t i = 0; i < set->elements; i++)
+            known |= strcmp(set->element[i]->str, name) == 0;
+        for (size_t i = 0; i < json_array_size(names); i++)
+            twice |= strcmp(json_string_value(json_array_get(names, i)), name) == 0;
+        if (!known || n > 63) {
+            api_reply_error(r, 404, "not_found", NULL, "migration '%s' has no host '%.*s'", id,
+                            (int)(n < 100 ? n : 100), p);
+            rc = -1;
+        } else if (!twice) {
+            json_array_append_new(names, json_string(name));
+        }
+        p += n + (p[n] == ',');
+    }
+    if (rc == 0 && !json_array_size(names)) {
+        api_reply_error(r, 400, "invalid_request", NULL, "hosts names no host");
+        rc = -1;
+    }
+    freeReplyObject(set);
+    return rc;
+}
+
 /*
  * POST /v1/migrations/{id}/cutover[?hosts=a,b][&freeze=true]: the operator has stopped
  * the applications; each host awaiting cutover (all, or those named) gets its final
@@ -1453,7 +1494,7 @@ void mig_cutover(struct api_req *r)
     const char *id = r->params[0];
     char *hosts_q = api_query(r, "hosts"), *freeze_q = api_query(r, "freeze");
     json_t *names = json_array(), *queued = NULL;
-    redisReply *set = NULL, *m = NULL;
+    redisReply *m = NULL;
     struct err err = {0};
     if (freeze_q && strcmp(freeze_q, "true") != 0 && strcmp(freeze_q, "false") != 0) {
         api_reply_error(r, 400, "invalid_request", NULL, "freeze must be true or false");
@@ -1461,40 +1502,8 @@ void mig_cutover(struct api_req *r)
     }
     char mkey[200];
     snprintf(mkey, sizeof(mkey), XM_MIG_FMT, id);
-    char skey[200];
-    snprintf(skey, sizeof(skey), XM_MIG_HOSTS_FMT, id);
-    if (!(set = api_cmd(r, &err, 3, (const char *[]){"SORT", skey, "ALPHA"}))) {
-        api_reply_unavailable(r, &err);
+    if (cutover_names(r, id, hosts_q, names) < 0)
         goto out;
-    }
-    if (hosts_q) {
-        for (const char *p = hosts_q; *p;) {
-            size_t n = strcspn(p, ",");
-            char name[64];
-            snprintf(name, sizeof(name), "%.*s", (int)(n < 63 ? n : 63), p);
-            int known = 0;
-            for (size_t i = 0; i < set->elements; i++)
-                known |= strcmp(set->element[i]->str, name) == 0;
-            if (!known || n > 63) {
-                api_reply_error(r, 404, "not_found", NULL, "migration '%s' has no host '%.*s'", id,
-                                (int)(n < 100 ? n : 100), p);
-                goto out;
-            }
-            int twice = 0; /* a name given twice still gets one final pass */
-            for (size_t i = 0; i < json_array_size(names); i++)
-                twice |= strcmp(json_string_value(json_array_get(names, i)), name) == 0;
-            if (!twice)
-                json_array_append_new(names, json_string(name));
-            p += n + (p[n] == ',');
-        }
-    } else {
-        for (size_t i = 0; i < set->elements; i++)
-            json_array_append_new(names, json_string(set->element[i]->str));
-    }
-    if (!json_array_size(names)) {
-        api_reply_error(r, 400, "invalid_request", NULL, "hosts names no host");
-        goto out;
-    }
     const char *payload = freeze_q && strcmp(freeze_q, "true") == 0
                               ? "{\"final\":true,\"freeze\":true}"
                               : "{\"final\":true}";
@@ -1516,8 +1525,10 @@ void mig_cutover(struct api_req *r)
         }
         if (m)
             freeReplyObject(m);
-        if (!(m = load_mig(r, id)))
+        if (!(m = load_mig(r, id))) { /* answered 404 or 503 */
+            api_unwatch(r);
             goto out;
+        }
         const char *status = hash_get(m, "status"), *cutover = hash_get(m, "cutover");
         if (!cutover || strcmp(cutover, "manual") != 0 || !status ||
             strcmp(status, MIG_MIGRATING) != 0) {
@@ -1535,18 +1546,31 @@ void mig_cutover(struct api_req *r)
         cmd_arg(cmds_add(&c), "MULTI");
         json_decref(queued);
         queued = json_array();
+        /* Every host's status and phase in one round trip. */
+        struct cmd *get = xcalloc(nh, sizeof(*get));
+        redisReply **hs = xcalloc(nh, sizeof(*hs));
+        for (size_t i = 0; i < nh; i++) {
+            cmd_init(&get[i]);
+            cmd_arg(&get[i], "HMGET");
+            cmd_argf(&get[i], XM_HOST_FMT, id, json_string_value(json_array_get(names, i)));
+            cmd_arg(&get[i], "status");
+            cmd_arg(&get[i], "phase");
+        }
+        int grc = api_pipeline(r, get, (int)nh, hs, &err);
+        for (size_t i = 0; i < nh; i++)
+            cmd_release(&get[i]);
+        free(get);
+        if (grc < 0) {
+            api_free_replies(hs, (int)nh);
+            free(hs);
+            cmds_release(&c);
+            api_reply_unavailable(r, &err);
+            goto out;
+        }
         char *busy = xstrdup("");
         for (size_t i = 0; i < nh; i++) {
             const char *host = json_string_value(json_array_get(names, i));
-            char hkey[300];
-            snprintf(hkey, sizeof(hkey), XM_HOST_FMT, id, host);
-            redisReply *h = api_cmd(r, &err, 4, (const char *[]){"HMGET", hkey, "status", "phase"});
-            if (!h) {
-                free(busy);
-                cmds_release(&c);
-                api_reply_unavailable(r, &err);
-                goto out;
-            }
+            const redisReply *h = hs[i];
             const char *st = h->element[0]->type == REDIS_REPLY_STRING ? h->element[0]->str : "?";
             const char *ph = h->element[1]->type == REDIS_REPLY_STRING ? h->element[1]->str : "?";
             if (strcmp(st, "awaiting_cutover") != 0) {
@@ -1554,10 +1578,8 @@ void mig_cutover(struct api_req *r)
                     xasprintf("%s%s%s is %s in %s", busy, busy[0] ? ", " : "", host, st, ph);
                 free(busy);
                 busy = more;
-                freeReplyObject(h);
                 continue;
             }
-            freeReplyObject(h);
             char job_id[33];
             job_new_id(job_id);
             struct job_spec spec = {
@@ -1569,6 +1591,8 @@ void mig_cutover(struct api_req *r)
             add_event(&c, "host.cutover", id, host, msg);
             json_array_append_new(queued, json_pack("{s:s, s:s}", "host", host, "job", job_id));
         }
+        api_free_replies(hs, (int)nh);
+        free(hs);
         if (!json_array_size(queued) || (hosts_q && busy[0])) {
             api_reply_error(r, 409, "conflict", NULL,
                             "only hosts awaiting_cutover can be cut over: %s",
@@ -1595,8 +1619,6 @@ void mig_cutover(struct api_req *r)
     }
     api_reply_error(r, 409, "conflict", NULL, "migration '%s' is changing; try again", id);
 out:
-    if (set)
-        freeReplyObject(set);
     if (m)
         freeReplyObject(m);
     json_decref(queued);
